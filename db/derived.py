@@ -1,0 +1,57 @@
+"""Recomputing derived rows: day rows from raw heartbeats, then totals from day rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import sqlalchemy as sa
+
+from db.queries import query
+
+Key = tuple[str, dt.date]
+
+#: The derived jobs, and the query that rebuilds each one's day rows.
+DAY_QUERIES = {
+    "projects": "recompute_project_days",
+    "languages": "recompute_language_days",
+    "user_agents": "recompute_user_agent_days",
+}
+JOBS = tuple(sorted(DAY_QUERIES))
+
+
+def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
+    """Take transaction-scoped advisory locks in the order given (callers sort them)."""
+    if lock_keys:
+        conn.execute(query("lock_users"), {"lock_keys": list(lock_keys)})
+
+
+def recompute_days(conn: sa.Connection, job: str, keys: Sequence[Key], timeout_us: int) -> list[tuple[str, str]]:
+    """Rebuild `job`'s day rows for these user-days; returns the (user, name) pairs that changed."""
+    if not keys:
+        return []
+    params = {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys], "timeout_us": timeout_us}
+    return [tuple(r) for r in conn.execute(query(DAY_QUERIES[job]), params)]
+
+
+def refresh_projects(conn: sa.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    if pairs:
+        conn.execute(query("refresh_projects"), _pairs(pairs))
+
+
+def refresh_project_languages(conn: sa.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    if pairs:
+        conn.execute(query("refresh_project_languages"), _pairs(pairs))
+
+
+def refresh_user_agents(conn: sa.Connection, rows: Sequence[Mapping[str, object]]) -> None:
+    """Rows carry user_id, user_agent and the parsed columns of `user_agents`."""
+    if rows:
+        params = {name: [row[name] for row in rows] for name in rows[0]}
+        params["user_ids"] = params.pop("user_id")
+        params["user_agents"] = params.pop("user_agent")
+        conn.execute(query("refresh_user_agents"), params)
+
+
+def _pairs(pairs: Sequence[tuple[str, str]]) -> dict[str, list]:
+    return {"user_ids": [p[0] for p in pairs], "raw_names": [p[1] for p in pairs]}

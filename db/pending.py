@@ -1,0 +1,67 @@
+"""Pending derived work: which (job, user, day) still needs recomputing, and at which generation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from db.queries import query
+
+Key = tuple[str, dt.date]
+JobKey = tuple[str, str, dt.date]
+
+
+def _keys(keys: Sequence[Key]) -> dict[str, list]:
+    return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
+
+
+def select_unenqueued(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
+    if not keys:
+        return []
+    return [tuple(r) for r in conn.execute(query("select_unenqueued"), _keys(keys))]
+
+
+def mark_enqueued(conn: sa.Connection, items: Sequence[JobKey]) -> None:
+    if items:
+        conn.execute(
+            query("mark_enqueued"),
+            {"jobs": [i[0] for i in items], "user_ids": [i[1] for i in items], "days": [i[2] for i in items]},
+        )
+
+
+def mark_pending(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
+    if not keys:
+        return []
+    return [tuple(r) for r in conn.execute(query("mark_pending"), _keys(keys))]
+
+
+def select_pending(conn: sa.Connection, job: str, keys: Sequence[Key]) -> list[tuple[str, dt.date, int]]:
+    if not keys:
+        return []
+    return [tuple(r) for r in conn.execute(query("select_pending"), {"job": job, **_keys(keys)})]
+
+
+def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple[str, dt.date, int]]) -> list[Key]:
+    """Delete rows still at the generation read; returns the keys whose generation moved on."""
+    if not items:
+        return []
+    params = {
+        "job": job,
+        "user_ids": [i[0] for i in items],
+        "days": [i[1] for i in items],
+        "generations": [i[2] for i in items],
+    }
+    return [tuple(r) for r in conn.execute(query("delete_pending"), params)]
+
+
+def claim_orphans(
+    conn: sa.Connection, *, min_age: dt.timedelta, stale_after: dt.timedelta, limit: int = 10_000
+) -> list[JobKey]:
+    params = {"min_age": min_age, "stale_after": stale_after, "limit": limit}
+    return [tuple(r) for r in conn.execute(query("claim_orphans"), params)]
+
+
+def count_pending(conn: sa.Connection) -> int:
+    return conn.execute(query("count_pending")).scalar_one()

@@ -1,0 +1,42 @@
+"""Named SQL queries, loaded once from ``db/sql/*.sql``.
+
+A file holds blocks that start with ``-- name: <query_name>``; the comment lines right after the
+name say what the query is for. Parameters are SQLAlchemy ``:name`` binds; casts are written
+``CAST(:x AS type)`` because ``:x::type`` is not a bind.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+import sqlalchemy as sa
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = body.strip()
+    return queries
+
+
+@cache
+def _all() -> dict[str, sa.TextClause]:
+    queries: dict[str, sa.TextClause] = {}
+    for entry in sorted(resources.files("db").joinpath("sql").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, sql in parse_queries(entry.read_text(encoding="utf-8")).items():
+                if name in queries:
+                    raise ValueError(f"query {name!r} is defined in two files")
+                queries[name] = sa.text(sql)
+    return queries
+
+
+def query(name: str) -> sa.TextClause:
+    return _all()[name]

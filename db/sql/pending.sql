@@ -1,0 +1,95 @@
+-- Pending derived work (table pending_recomputes). A row says "this job must recompute this
+-- user-day"; enqueued_at says a message for it has been sent, so later stores need not send one.
+
+-- name: select_unenqueued
+-- Pending rows of these user-days that no message has been sent for yet.
+SELECT p.job, p.user_id, p.day
+FROM pending_recomputes p
+JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+  ON p.user_id = k.user_id AND p.day = k.day
+WHERE p.enqueued_at IS NULL
+ORDER BY p.job, p.user_id, p.day
+
+-- name: mark_enqueued
+-- Record that messages were sent. Rows locked by a store or a job right now are skipped rather
+-- than waited for: at worst one more message is sent later, which the job coalesces.
+WITH target AS (
+    SELECT p.job, p.user_id, p.day
+    FROM pending_recomputes p
+    JOIN unnest(CAST(:jobs AS text[]), CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(job, user_id, day)
+      ON p.job = k.job AND p.user_id = k.user_id AND p.day = k.day
+    WHERE p.enqueued_at IS NULL
+    ORDER BY p.job, p.user_id, p.day
+    FOR UPDATE OF p SKIP LOCKED
+)
+UPDATE pending_recomputes p
+SET enqueued_at = now()
+FROM target t
+WHERE p.job = t.job AND p.user_id = t.user_id AND p.day = t.day
+
+-- name: mark_pending
+-- Ask for a recomputation of these user-days by every derived job (reprocessing); returns the
+-- rows so the caller sends their messages.
+INSERT INTO pending_recomputes AS p (job, user_id, day, enqueued_at)
+SELECT j.job, k.user_id, k.day, now()
+FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
+ORDER BY j.job, k.user_id, k.day
+ON CONFLICT (job, user_id, day) DO UPDATE
+SET generation = p.generation + 1, updated_at = now(), enqueued_at = now()
+RETURNING p.job, p.user_id, p.day
+
+-- name: select_pending
+-- The generation of each of these user-days that is still pending for a job. A job reads this
+-- after taking its locks, and later deletes exactly these generations.
+SELECT p.user_id, p.day, p.generation
+FROM pending_recomputes p
+JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+  ON p.user_id = k.user_id AND p.day = k.day
+WHERE p.job = :job
+ORDER BY p.user_id, p.day
+
+-- name: delete_pending
+-- Done with these user-days at the generations read. A store that committed meanwhile bumped the
+-- generation: that row stays, and is returned as still pending so the job runs it again. Rows
+-- are locked in key order, like stores lock them.
+WITH done AS (
+    SELECT p.user_id, p.day
+    FROM pending_recomputes p
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[]), CAST(:generations AS bigint[]))
+         AS k(user_id, day, generation)
+      ON p.user_id = k.user_id AND p.day = k.day AND p.generation = k.generation
+    WHERE p.job = :job
+    ORDER BY p.user_id, p.day
+    FOR UPDATE OF p
+), deleted AS (
+    DELETE FROM pending_recomputes p
+    USING done d
+    WHERE p.job = :job AND p.user_id = d.user_id AND p.day = d.day
+    RETURNING p.user_id, p.day
+)
+SELECT k.user_id, k.day
+FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+WHERE NOT EXISTS (SELECT 1 FROM deleted d WHERE d.user_id = k.user_id AND d.day = k.day)
+
+-- name: claim_orphans
+-- Pending rows no message is known to carry: never enqueued after `min_age` (the storing worker
+-- died between commit and send), or enqueued longer than `stale_after` ago (the message was
+-- lost with a Redis that kept nothing). Marks them enqueued and returns them for sending.
+WITH orphans AS (
+    SELECT job, user_id, day
+    FROM pending_recomputes
+    WHERE (enqueued_at IS NULL AND updated_at < now() - CAST(:min_age AS interval))
+       OR enqueued_at < now() - CAST(:stale_after AS interval)
+    ORDER BY job, user_id, day
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pending_recomputes p
+SET enqueued_at = now()
+FROM orphans o
+WHERE p.job = o.job AND p.user_id = o.user_id AND p.day = o.day
+RETURNING p.job, p.user_id, p.day
+
+-- name: count_pending
+SELECT count(*) FROM pending_recomputes

@@ -1,0 +1,214 @@
+-- Derived tables. Each job rebuilds its day rows for a set of (user, UTC day) pairs from the raw
+-- heartbeats (durations from hbw_credited_heartbeats), then re-sums the totals its changed day
+-- rows feed into. Rows that did not change are not written, so recomputing settled data writes
+-- nothing. The caller holds the job's per-user advisory locks.
+
+-- name: lock_users
+-- Per-(job, user) advisory locks, in the order given (the caller sorts them), held to commit.
+SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:lock_keys AS bigint[])) AS k
+
+-- name: recompute_project_days
+-- Returns the (user, raw project) pairs whose day rows changed.
+WITH fresh AS (
+    SELECT user_id, day, project, sum(credited_us)::bigint AS coding_us, count(*)::int AS heartbeat_count,
+           min(time) AS first_at, max(time) AS last_at
+    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE project IS NOT NULL
+    GROUP BY user_id, day, project
+), removed AS (
+    DELETE FROM project_days d
+    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+    WHERE d.user_id = k.user_id AND d.day = k.day
+      AND NOT EXISTS (SELECT 1 FROM fresh f
+                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.project = d.project)
+    RETURNING d.user_id, d.project
+), upserted AS (
+    INSERT INTO project_days AS d (user_id, day, project, coding_us, heartbeat_count, first_at, last_at)
+    SELECT * FROM fresh ORDER BY user_id, day, project
+    ON CONFLICT (user_id, day, project) DO UPDATE
+    SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
+        first_at = excluded.first_at, last_at = excluded.last_at
+    WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
+          IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
+    RETURNING d.user_id, d.project
+)
+SELECT user_id, project AS key FROM removed
+UNION
+SELECT user_id, project AS key FROM upserted
+
+-- name: recompute_language_days
+-- Heartbeats without a project count towards no project, so not here either; a heartbeat without
+-- a language counts as 'Other'. Returns the (user, raw project) pairs whose day rows changed.
+WITH fresh AS (
+    SELECT user_id, day, project, coalesce(language, 'Other') AS language,
+           sum(credited_us)::bigint AS coding_us, count(*)::int AS heartbeat_count,
+           min(time) AS first_at, max(time) AS last_at
+    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE project IS NOT NULL
+    GROUP BY user_id, day, project, coalesce(language, 'Other')
+), removed AS (
+    DELETE FROM language_days d
+    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+    WHERE d.user_id = k.user_id AND d.day = k.day
+      AND NOT EXISTS (SELECT 1 FROM fresh f
+                      WHERE f.user_id = d.user_id AND f.day = d.day
+                        AND f.project = d.project AND f.language = d.language)
+    RETURNING d.user_id, d.project
+), upserted AS (
+    INSERT INTO language_days AS d
+        (user_id, day, project, language, coding_us, heartbeat_count, first_at, last_at)
+    SELECT * FROM fresh ORDER BY user_id, day, project, language
+    ON CONFLICT (user_id, day, project, language) DO UPDATE
+    SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
+        first_at = excluded.first_at, last_at = excluded.last_at
+    WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
+          IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
+    RETURNING d.user_id, d.project
+)
+SELECT user_id, project AS key FROM removed
+UNION
+SELECT user_id, project AS key FROM upserted
+
+-- name: recompute_user_agent_days
+-- Heartbeats without a user agent have no row. Returns the (user, user agent) pairs whose day
+-- rows changed.
+WITH fresh AS (
+    SELECT user_id, day, user_agent, sum(credited_us)::bigint AS coding_us,
+           count(*)::int AS heartbeat_count, min(time) AS first_at, max(time) AS last_at
+    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE user_agent IS NOT NULL
+    GROUP BY user_id, day, user_agent
+), removed AS (
+    DELETE FROM user_agent_days d
+    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+    WHERE d.user_id = k.user_id AND d.day = k.day
+      AND NOT EXISTS (SELECT 1 FROM fresh f
+                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.user_agent = d.user_agent)
+    RETURNING d.user_id, d.user_agent
+), upserted AS (
+    INSERT INTO user_agent_days AS d (user_id, day, user_agent, coding_us, heartbeat_count, first_at, last_at)
+    SELECT * FROM fresh ORDER BY user_id, day, user_agent
+    ON CONFLICT (user_id, day, user_agent) DO UPDATE
+    SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
+        first_at = excluded.first_at, last_at = excluded.last_at
+    WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
+          IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
+    RETURNING d.user_id, d.user_agent
+)
+SELECT user_id, user_agent AS key FROM removed
+UNION
+SELECT user_id, user_agent AS key FROM upserted
+
+-- name: refresh_projects
+-- Re-sum `projects` for the canonical projects these raw names feed, from all their day rows.
+-- A canonical project with no day rows left (it became an alias) loses its row.
+WITH sources AS (
+    SELECT * FROM hbw_alias_sources(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
+), totals AS (
+    SELECT s.user_id, s.project AS name, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
+           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
+           sum(d.heartbeat_count)::bigint AS heartbeat_count
+    FROM sources s
+    JOIN project_days d ON d.user_id = s.user_id AND d.project = s.raw
+    GROUP BY s.user_id, s.project
+), removed AS (
+    DELETE FROM projects p
+    USING (SELECT DISTINCT user_id, project FROM sources) t
+    WHERE p.user_id = t.user_id AND p.name = t.project
+      AND NOT EXISTS (SELECT 1 FROM totals x WHERE x.user_id = p.user_id AND x.name = p.name)
+)
+INSERT INTO projects AS p
+    (user_id, name, first_heartbeat_at, last_heartbeat_at, total_seconds, heartbeat_count, color)
+SELECT user_id, name, first_at, last_at, total_seconds, heartbeat_count, hbw_project_color(name)
+FROM totals
+ORDER BY user_id, name
+ON CONFLICT (user_id, name) DO UPDATE
+SET first_heartbeat_at = excluded.first_heartbeat_at, last_heartbeat_at = excluded.last_heartbeat_at,
+    total_seconds = excluded.total_seconds, heartbeat_count = excluded.heartbeat_count, updated_at = now()
+WHERE (p.first_heartbeat_at, p.last_heartbeat_at, p.total_seconds, p.heartbeat_count)
+      IS DISTINCT FROM (excluded.first_heartbeat_at, excluded.last_heartbeat_at,
+                        excluded.total_seconds, excluded.heartbeat_count)
+
+-- name: refresh_project_languages
+-- Re-sum `project_languages` for the canonical projects these raw names feed.
+WITH sources AS (
+    SELECT * FROM hbw_alias_sources(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
+), totals AS (
+    SELECT s.user_id, s.project, d.language, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
+           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
+           sum(d.heartbeat_count)::bigint AS heartbeat_count
+    FROM sources s
+    JOIN language_days d ON d.user_id = s.user_id AND d.project = s.raw
+    GROUP BY s.user_id, s.project, d.language
+), removed AS (
+    DELETE FROM project_languages pl
+    USING (SELECT DISTINCT user_id, project FROM sources) t
+    WHERE pl.user_id = t.user_id AND pl.project = t.project
+      AND NOT EXISTS (SELECT 1 FROM totals x
+                      WHERE x.user_id = pl.user_id AND x.project = pl.project AND x.language = pl.language)
+)
+INSERT INTO project_languages AS pl
+    (user_id, project, language, total_seconds, heartbeat_count, first_seen_at, last_seen_at)
+SELECT user_id, project, language, total_seconds, heartbeat_count, first_at, last_at
+FROM totals
+ORDER BY user_id, project, language
+ON CONFLICT (user_id, project, language) DO UPDATE
+SET total_seconds = excluded.total_seconds, heartbeat_count = excluded.heartbeat_count,
+    first_seen_at = excluded.first_seen_at, last_seen_at = excluded.last_seen_at
+WHERE (pl.total_seconds, pl.heartbeat_count, pl.first_seen_at, pl.last_seen_at)
+      IS DISTINCT FROM (excluded.total_seconds, excluded.heartbeat_count,
+                        excluded.first_seen_at, excluded.last_seen_at)
+
+-- name: refresh_user_agents
+-- Re-sum `user_agents` for these (user, user agent) pairs; the parsed parts come from the caller
+-- (jobs.user_agents.parse_user_agent) and are rewritten too, so a parser fix lands on reprocess.
+WITH parsed AS (
+    SELECT * FROM unnest(
+        CAST(:user_ids AS text[]), CAST(:user_agents AS text[]),
+        CAST(:editor AS text[]), CAST(:editor_version AS text[]),
+        CAST(:plugin AS text[]), CAST(:plugin_version AS text[]),
+        CAST(:cli_version AS text[]), CAST(:os AS text[]),
+        CAST(:is_browser_extension AS boolean[]),
+        CAST(:version_major AS integer[]), CAST(:version_minor AS integer[]),
+        CAST(:version_patch AS integer[]), CAST(:version_prerelease AS text[])
+    ) AS p(user_id, user_agent, editor, editor_version, plugin, plugin_version, cli_version, os,
+           is_browser_extension, version_major, version_minor, version_patch, version_prerelease)
+), totals AS (
+    SELECT d.user_id, d.user_agent, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
+           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
+           sum(d.heartbeat_count)::bigint AS heartbeat_count
+    FROM parsed p
+    JOIN user_agent_days d ON d.user_id = p.user_id AND d.user_agent = p.user_agent
+    GROUP BY d.user_id, d.user_agent
+), removed AS (
+    DELETE FROM user_agents u
+    USING parsed p
+    WHERE u.user_id = p.user_id AND u.user_agent = p.user_agent
+      AND NOT EXISTS (SELECT 1 FROM totals t WHERE t.user_id = u.user_id AND t.user_agent = u.user_agent)
+)
+INSERT INTO user_agents AS u
+    (user_id, user_agent, editor, editor_version, plugin, plugin_version, cli_version, os,
+     is_browser_extension, version_major, version_minor, version_patch, version_prerelease,
+     first_seen_at, last_seen_at, total_seconds, heartbeat_count)
+SELECT p.user_id, p.user_agent, p.editor, p.editor_version, p.plugin, p.plugin_version, p.cli_version,
+       p.os, p.is_browser_extension, p.version_major, p.version_minor, p.version_patch,
+       p.version_prerelease, t.first_at, t.last_at, t.total_seconds, t.heartbeat_count
+FROM totals t
+JOIN parsed p ON p.user_id = t.user_id AND p.user_agent = t.user_agent
+ORDER BY p.user_id, p.user_agent
+ON CONFLICT (user_id, user_agent) DO UPDATE
+SET editor = excluded.editor, editor_version = excluded.editor_version, plugin = excluded.plugin,
+    plugin_version = excluded.plugin_version, cli_version = excluded.cli_version, os = excluded.os,
+    is_browser_extension = excluded.is_browser_extension, version_major = excluded.version_major,
+    version_minor = excluded.version_minor, version_patch = excluded.version_patch,
+    version_prerelease = excluded.version_prerelease, first_seen_at = excluded.first_seen_at,
+    last_seen_at = excluded.last_seen_at, total_seconds = excluded.total_seconds,
+    heartbeat_count = excluded.heartbeat_count
+WHERE (u.editor, u.editor_version, u.plugin, u.plugin_version, u.cli_version, u.os,
+       u.is_browser_extension, u.version_major, u.version_minor, u.version_patch,
+       u.version_prerelease, u.first_seen_at, u.last_seen_at, u.total_seconds, u.heartbeat_count)
+      IS DISTINCT FROM
+      (excluded.editor, excluded.editor_version, excluded.plugin, excluded.plugin_version,
+       excluded.cli_version, excluded.os, excluded.is_browser_extension, excluded.version_major,
+       excluded.version_minor, excluded.version_patch, excluded.version_prerelease,
+       excluded.first_seen_at, excluded.last_seen_at, excluded.total_seconds, excluded.heartbeat_count)

@@ -1,0 +1,75 @@
+"""Recomputing a derived job's rows for a set of user-days (SPEC sections 3-5).
+
+Every derived row is a function of the raw heartbeats, so a recomputation is idempotent and
+may run any number of times, in any order, beside stores and other recomputations:
+
+* per-(job, user) advisory locks, taken in sorted order, serialise work on one user's totals;
+* only user-days still pending are recomputed (duplicates of a message coalesce to nothing);
+* a pending row is deleted only at the generation read after the locks were taken, so heartbeats
+  stored meanwhile leave it pending and the caller runs it again (``rerun``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from db import derived as db_derived
+from db import pending as db_pending
+from jobs.user_agents import parse_user_agent
+
+Key = tuple[str, dt.date]
+JOBS = db_derived.JOBS
+
+
+def lock_key(job: str, user_id: str) -> int:
+    """A stable signed 64-bit advisory-lock key for (job, user)."""
+    digest = hashlib.blake2b(f"{job}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RecomputeResult:
+    job: str
+    #: User-days recomputed (those still pending when the job got its locks).
+    recomputed: list[Key] = field(default_factory=list)
+    #: User-days that gained heartbeats while being recomputed: run them again.
+    rerun: list[Key] = field(default_factory=list)
+    #: Day rows that changed (0 when everything was already up to date).
+    changed: int = 0
+
+
+def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us: int) -> RecomputeResult:
+    """Recompute `job`'s day rows and totals for the pending ones of `keys`, in the caller's transaction."""
+    if job not in JOBS:
+        raise ValueError(f"unknown derived job {job!r}")
+    wanted = sorted(set(keys))
+    db_derived.lock_users(conn, sorted({lock_key(job, user_id) for user_id, _ in wanted}))
+    pending = db_pending.select_pending(conn, job, wanted)
+    if not pending:
+        return RecomputeResult(job)
+
+    live = [(user_id, day) for user_id, day, _ in pending]
+    changed = db_derived.recompute_days(conn, job, live, timeout_us)
+    refresh_totals(conn, job, changed)
+    rerun = db_pending.delete_pending(conn, job, pending)
+    return RecomputeResult(job, recomputed=live, rerun=rerun, changed=len(changed))
+
+
+def refresh_totals(conn: sa.Connection, job: str, changed: list[tuple[str, str]]) -> None:
+    """Re-sum the totals fed by changed (user, raw project | user agent) pairs."""
+    changed = sorted(set(changed))
+    if job == "projects":
+        db_derived.refresh_projects(conn, changed)
+    elif job == "languages":
+        db_derived.refresh_project_languages(conn, changed)
+    else:
+        rows = [
+            {"user_id": user_id, "user_agent": agent, **parse_user_agent(agent).as_row()}
+            for user_id, agent in changed
+        ]
+        db_derived.refresh_user_agents(conn, rows)

@@ -1,0 +1,225 @@
+-- heartbeat-worker schema: the only place tables are defined.
+-- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
+-- Bump the version below with every change; workers refuse to start on an older database.
+-- schema-version: 1
+
+-- ---------------------------------------------------------------------------------------------
+-- Raw store
+-- ---------------------------------------------------------------------------------------------
+
+-- One row per distinct heartbeat. dedup_hash is the first 16 bytes of sha256 over the identity
+-- fields of SPEC section 2 (time at microsecond precision); see README "Deduplication".
+CREATE TABLE IF NOT EXISTS heartbeats (
+    dedup_hash          bytea       PRIMARY KEY,
+    user_id             text        NOT NULL,
+    time                timestamptz NOT NULL,
+    entity              text        NOT NULL,
+    type                text        NOT NULL,
+    category            text        NOT NULL,
+    project             text,
+    branch              text,
+    language            text,
+    is_write            boolean     NOT NULL DEFAULT false,
+    lines               integer,
+    lineno              integer,
+    cursorpos           integer,
+    project_root_count  integer,
+    line_additions      integer,
+    line_deletions      integer,
+    dependencies        text[],
+    user_agent          text,
+    machine             text,
+    received_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS heartbeats_user_time ON heartbeats (user_id, time);
+
+-- Every (user, UTC day) that has raw heartbeats: what reprocessing and backfill iterate over,
+-- without scanning the heartbeats table.
+CREATE TABLE IF NOT EXISTS user_days (
+    user_id     text        NOT NULL,
+    day         date        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, day)
+);
+CREATE INDEX IF NOT EXISTS user_days_day ON user_days (day);
+
+-- Derived work not yet done. Written in the same transaction as the raw rows, so a crash between
+-- storing and enqueueing loses nothing. A derived job deletes a row only at the generation it
+-- read; a concurrent store bumps the generation and so forces another pass.
+CREATE TABLE IF NOT EXISTS pending_recomputes (
+    job          text        NOT NULL CHECK (job IN ('projects', 'languages', 'user_agents')),
+    user_id      text        NOT NULL,
+    day          date        NOT NULL,
+    generation   bigint      NOT NULL DEFAULT 1,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    enqueued_at  timestamptz,
+    PRIMARY KEY (job, user_id, day)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- User-owned data
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS project_aliases (
+    user_id     text        NOT NULL,
+    alias       text        NOT NULL,
+    project     text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, alias),
+    CHECK (alias <> project)
+);
+CREATE INDEX IF NOT EXISTS project_aliases_project ON project_aliases (user_id, project);
+
+-- ---------------------------------------------------------------------------------------------
+-- Derived tables. Day rows are keyed by the raw project name (before aliases): totals apply the
+-- alias map when they sum, so an alias change never needs the raw heartbeats. Seconds are
+-- integer microseconds in day rows, so sums are exact and independent of order.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS project_days (
+    user_id          text        NOT NULL,
+    day              date        NOT NULL,
+    project          text        NOT NULL,
+    coding_us        bigint      NOT NULL,
+    heartbeat_count  integer     NOT NULL,
+    first_at         timestamptz NOT NULL,
+    last_at          timestamptz NOT NULL,
+    PRIMARY KEY (user_id, day, project)
+);
+CREATE INDEX IF NOT EXISTS project_days_project ON project_days (user_id, project);
+
+CREATE TABLE IF NOT EXISTS language_days (
+    user_id          text        NOT NULL,
+    day              date        NOT NULL,
+    project          text        NOT NULL,
+    language         text        NOT NULL,
+    coding_us        bigint      NOT NULL,
+    heartbeat_count  integer     NOT NULL,
+    first_at         timestamptz NOT NULL,
+    last_at          timestamptz NOT NULL,
+    PRIMARY KEY (user_id, day, project, language)
+);
+CREATE INDEX IF NOT EXISTS language_days_project ON language_days (user_id, project);
+
+CREATE TABLE IF NOT EXISTS user_agent_days (
+    user_id          text        NOT NULL,
+    day              date        NOT NULL,
+    user_agent       text        NOT NULL,
+    coding_us        bigint      NOT NULL,
+    heartbeat_count  integer     NOT NULL,
+    first_at         timestamptz NOT NULL,
+    last_at          timestamptz NOT NULL,
+    PRIMARY KEY (user_id, day, user_agent)
+);
+CREATE INDEX IF NOT EXISTS user_agent_days_agent ON user_agent_days (user_id, user_agent);
+
+CREATE TABLE IF NOT EXISTS projects (
+    user_id             text             NOT NULL,
+    name                text             NOT NULL,
+    first_heartbeat_at  timestamptz      NOT NULL,
+    last_heartbeat_at   timestamptz      NOT NULL,
+    total_seconds       double precision NOT NULL,
+    heartbeat_count     bigint           NOT NULL,
+    -- user-owned metadata: processing sets color once, on insert, and never touches the rest
+    display_name        text,
+    color               text             NOT NULL,
+    description         text,
+    is_archived         boolean          NOT NULL DEFAULT false,
+    created_at          timestamptz      NOT NULL DEFAULT now(),
+    updated_at          timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS project_languages (
+    user_id          text             NOT NULL,
+    project          text             NOT NULL,
+    language         text             NOT NULL,
+    total_seconds    double precision NOT NULL,
+    heartbeat_count  bigint           NOT NULL,
+    first_seen_at    timestamptz      NOT NULL,
+    last_seen_at     timestamptz      NOT NULL,
+    PRIMARY KEY (user_id, project, language)
+);
+
+CREATE TABLE IF NOT EXISTS user_agents (
+    user_id               text             NOT NULL,
+    user_agent            text             NOT NULL,
+    editor                text,
+    editor_version        text,
+    plugin                text,
+    plugin_version        text,
+    cli_version           text,
+    os                    text,
+    is_browser_extension  boolean          NOT NULL DEFAULT false,
+    version_major         integer,
+    version_minor         integer,
+    version_patch         integer,
+    version_prerelease    text,
+    first_seen_at         timestamptz      NOT NULL,
+    last_seen_at          timestamptz      NOT NULL,
+    total_seconds         double precision NOT NULL,
+    heartbeat_count       bigint           NOT NULL,
+    PRIMARY KEY (user_id, user_agent)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Domain rules that must be computed next to the data
+-- ---------------------------------------------------------------------------------------------
+
+-- SPEC section 3, in one place. For the given (user, UTC day) pairs, every heartbeat with the
+-- microseconds it is credited: the gap to the user's next heartbeat of the same day when that gap
+-- is <= the timeout, else 0; the last heartbeat of a day gets 0. Ties in time are ordered by
+-- dedup_hash so the result is deterministic. Pure (STABLE, reads only), so tests call it directly.
+CREATE OR REPLACE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint)
+RETURNS TABLE (user_id text, day date, "time" timestamptz, project text, language text,
+               user_agent text, credited_us bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT user_id, day, time, project, language, user_agent,
+           CASE WHEN gap_us <= timeout_us THEN gap_us ELSE 0 END
+    FROM (
+        SELECT h.user_id, k.day, h.time, h.project, h.language, h.user_agent,
+               (extract(epoch FROM lead(h.time) OVER w - h.time) * 1000000)::bigint AS gap_us
+        FROM (SELECT DISTINCT u, d FROM unnest(user_ids, days) AS keys(u, d)) AS k(user_id, day)
+        JOIN heartbeats h
+          ON h.user_id = k.user_id
+         AND h.time >= (k.day::timestamp AT TIME ZONE 'UTC')
+         AND h.time < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+        WINDOW w AS (PARTITION BY h.user_id, k.day ORDER BY h.time, h.dedup_hash)
+    ) AS ordered
+$$;
+
+-- The alias rule (SPEC section 4) in one place. For raw project names whose day rows changed:
+-- every canonical project they affect, with each raw name that sums into it. A canonical name that
+-- is itself an alias appears with raw NULL (nothing sums into it), so its totals get deleted.
+CREATE OR REPLACE FUNCTION hbw_alias_sources(user_ids text[], raw_names text[])
+RETURNS TABLE (user_id text, project text, raw text)
+LANGUAGE sql STABLE AS $$
+    WITH targets AS (
+        SELECT DISTINCT c.u AS user_id, coalesce(a.project, c.r) AS project
+        FROM unnest(user_ids, raw_names) AS c(u, r)
+        LEFT JOIN project_aliases a ON a.user_id = c.u AND a.alias = c.r
+    )
+    SELECT t.user_id, t.project,
+           CASE WHEN EXISTS (SELECT 1 FROM project_aliases a
+                             WHERE a.user_id = t.user_id AND a.alias = t.project)
+                THEN NULL ELSE t.project END
+    FROM targets t
+    UNION ALL
+    SELECT t.user_id, t.project, a.alias
+    FROM targets t
+    JOIN project_aliases a ON a.user_id = t.user_id AND a.project = t.project
+$$;
+
+-- A fixed #rrggbb per project name (md5 is stable across PostgreSQL versions and machines).
+CREATE OR REPLACE FUNCTION hbw_project_color(name text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (ARRAY['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1',
+                  '#ff9da7', '#9c755f', '#bab0ac', '#1f77b4', '#2ca02c', '#d62728', '#9467bd',
+                  '#17becf', '#bcbd22'])[1 + get_byte(decode(md5(name), 'hex'), 0) % 16]
+$$;
+
+CREATE TABLE IF NOT EXISTS hbw_schema (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    version     integer     NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,63 @@
+"""Configuration from the environment (12-factor), read once and passed into factories.
+
+Nothing here is evaluated at import time: call :func:`get_settings` (cached) where a process starts
+and hand the values down. ``DATABASE_URL`` and ``REDIS_URL`` keep their conventional names; every
+other knob is ``HBW_*``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HBW_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "HBW_DATABASE_URL")
+    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "HBW_REDIS_URL"))
+
+    #: Heartbeats per message on the ingest queue.
+    batch_size: int = Field(default=1000, ge=1, le=50_000)
+    #: Keystroke timeout of SPEC section 3; changing it needs a backfill.
+    timeout_seconds: float = Field(default=900, gt=0, le=86_400)
+    #: Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
+    redis_namespace: str = Field(default="hbw", min_length=1)
+
+    #: Worker processes and threads per process for `hbw worker` (Procfile default).
+    processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    threads: int = Field(default=4, ge=1, le=256)
+    #: Seconds a stopping worker gives in-flight messages before requeueing the rest.
+    shutdown_timeout: float = Field(default=25, ge=0)
+
+    #: Retries of transient failures, with exponential backoff between the two bounds.
+    max_retries: int = Field(default=20, ge=0)
+    min_backoff_ms: int = Field(default=1_000, ge=10)
+    max_backoff_ms: int = Field(default=300_000, ge=10)
+    #: How long dead-lettered messages are kept in Redis.
+    dead_letter_ttl_days: float = Field(default=7, gt=0)
+    #: A worker that has not been heard from for this long is dead; its messages are requeued.
+    worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
+    #: How often each process rescues dead workers' messages (Dramatiq only does it by chance).
+    maintenance_interval_ms: int = Field(default=5_000, ge=100)
+
+    #: User-days per derived-job message.
+    recompute_keys_per_message: int = Field(default=200, ge=1, le=10_000)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @property
+    def timeout_us(self) -> int:
+        return round(self.timeout_seconds * 1_000_000)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
