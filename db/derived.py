@@ -26,7 +26,9 @@ def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
         conn.execute(query("lock_users"), {"lock_keys": list(lock_keys)})
 
 
-def recompute_days(conn: sa.Connection, job: str, keys: Sequence[Key], timeout_us: int) -> list[tuple[str, str]]:
+def recompute_days(
+    conn: sa.Connection, job: str, keys: Sequence[Key], timeout_us: int
+) -> list[tuple[str, str]]:
     """Rebuild `job`'s day rows for these user-days; returns the (user, name) pairs that changed."""
     if not keys:
         return []

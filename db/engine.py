@@ -8,7 +8,9 @@ from sqlalchemy.engine import make_url
 
 def sqlalchemy_url(url: str) -> sa.URL:
     """Accept the conventional ``postgres://`` / ``postgresql://`` URLs and pick psycopg 3."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    parsed = make_url(
+        url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    )
     if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed

@@ -57,11 +57,27 @@ def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple[str, dt.
 
 
 def claim_orphans(
-    conn: sa.Connection, *, min_age: dt.timedelta, stale_after: dt.timedelta, limit: int = 10_000
+    conn: sa.Connection,
+    *,
+    jobs: Sequence[str],
+    min_age: dt.timedelta,
+    stale_after: dt.timedelta,
+    limit: int = 10_000,
 ) -> list[JobKey]:
-    params = {"min_age": min_age, "stale_after": stale_after, "limit": limit}
+    params = {"jobs": list(jobs), "min_age": min_age, "stale_after": stale_after, "limit": limit}
     return [tuple(r) for r in conn.execute(query("claim_orphans"), params)]
 
 
 def count_pending(conn: sa.Connection) -> int:
     return conn.execute(query("count_pending")).scalar_one()
+
+
+def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
+    params = {"since": since, "until": until, "user_id": user_id}
+    return conn.execute(query("count_pending_between"), params).scalar_one()
+
+
+def select_user_days(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> list[Key]:
+    """User-days with raw heartbeats in [since, until], in day order."""
+    params = {"since": since, "until": until, "user_id": user_id}
+    return [tuple(r) for r in conn.execute(query("select_user_days"), params)]

@@ -135,6 +135,13 @@ class Heartbeat(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Unparseable:
+    """Stands in for an input item that could not even be decoded (bad JSON, NUL byte)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     index: int
     reason: str
@@ -185,6 +192,8 @@ def describe_errors(error: ValidationError) -> str:
 
 def validate_heartbeat(item: Any, *, now: float | None = None) -> Heartbeat:
     """Validate one item; raises ValueError with a readable reason."""
+    if isinstance(item, Unparseable):
+        raise ValueError(item.reason)
     if not isinstance(item, dict):
         raise ValueError(f"must be a JSON object (got {_json_type(item)})")
     try:

@@ -79,8 +79,9 @@ WHERE NOT EXISTS (SELECT 1 FROM deleted d WHERE d.user_id = k.user_id AND d.day 
 WITH orphans AS (
     SELECT job, user_id, day
     FROM pending_recomputes
-    WHERE (enqueued_at IS NULL AND updated_at < now() - CAST(:min_age AS interval))
-       OR enqueued_at < now() - CAST(:stale_after AS interval)
+    WHERE job = ANY(CAST(:jobs AS text[]))
+      AND ((enqueued_at IS NULL AND updated_at <= now() - CAST(:min_age AS interval))
+           OR enqueued_at <= now() - CAST(:stale_after AS interval))
     ORDER BY job, user_id, day
     LIMIT :limit
     FOR UPDATE SKIP LOCKED

@@ -1,0 +1,113 @@
+"""The actors. Each is thin: validate the payload, run one transaction, send follow-up messages.
+
+Actors take ``*args, **kwargs`` and bind them to a payload model themselves, so a message with
+the wrong arguments (say, from a non-Python producer) is a PoisonMessage, dead-lettered at once,
+rather than a TypeError retried twenty times. Anything else that fails (database down, deadlock)
+is retried with backoff by Dramatiq's Retries middleware.
+
+Import this module only through ``worker.broker.setup_broker``: actors bind to the global broker
+when they are declared.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from jobs import recompute as recompute_jobs
+from jobs import store as store_jobs
+from jobs.heartbeat import validate_heartbeats
+from worker.broker import installed_broker
+from worker.database import get_engine
+from worker.logs import get_logger
+from worker.messages import (
+    HEARTBEATS_QUEUE,
+    RECOMPUTE,
+    STORE_ACTOR,
+    PoisonMessage,
+    RecomputePayload,
+    StorePayload,
+    parse_payload,
+)
+from worker.producer import send_recomputes
+from worker.settings import get_settings
+
+if installed_broker() is None:  # pragma: no cover - a wiring mistake, caught on first import
+    raise RuntimeError("import worker.actors through worker.broker.setup_broker(), not directly")
+
+log = get_logger("hbw.actors")
+
+
+def _engine():
+    settings = get_settings()
+    return get_engine(settings.database_url, pool_size=settings.threads + 2)
+
+
+@dramatiq.actor(actor_name=STORE_ACTOR, queue_name=HEARTBEATS_QUEUE, throws=(PoisonMessage,))
+def store_heartbeats(*args, **kwargs) -> None:
+    """Store a batch of heartbeats; valid ones are kept even when others in the batch are not."""
+    payload = parse_payload(StorePayload, args, kwargs)
+    validated = validate_heartbeats(payload.heartbeats)
+    engine = _engine()
+    with engine.begin() as conn:
+        result = store_jobs.store_heartbeats(conn, validated.accepted)
+    sent = send_recomputes(
+        engine, result.to_enqueue, keys_per_message=get_settings().recompute_keys_per_message
+    )
+    log.info(
+        "heartbeats.stored",
+        received=len(payload.heartbeats),
+        inserted=result.inserted,
+        duplicates=result.duplicates,
+        rejected=len(validated.rejected),
+        recompute_messages=sent,
+    )
+    if validated.rejected:
+        # The valid ones are stored; the message goes to the dead-letter queue with the reasons,
+        # where retrying it stores nothing twice.
+        shown = "; ".join(str(r) for r in validated.rejected[:5])
+        more = f" (and {len(validated.rejected) - 5} more)" if len(validated.rejected) > 5 else ""
+        raise PoisonMessage(f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}")
+
+
+def _recompute(job: str, args: tuple, kwargs: dict) -> None:
+    payload = parse_payload(RecomputePayload, args, kwargs)
+    settings = get_settings()
+    engine = _engine()
+    with engine.begin() as conn:
+        result = recompute_jobs.recompute(conn, job, payload.keys, timeout_us=settings.timeout_us)
+    # User-days that gained heartbeats meanwhile are still pending: go round again.
+    send_recomputes(
+        engine, [(job, *key) for key in result.rerun], keys_per_message=settings.recompute_keys_per_message
+    )
+    log.info(
+        "derived.recomputed",
+        job=job,
+        keys=len(payload.keys),
+        recomputed=len(result.recomputed),
+        changed=result.changed,
+        rerun=len(result.rerun),
+    )
+
+
+@dramatiq.actor(
+    actor_name=RECOMPUTE["projects"][1], queue_name=RECOMPUTE["projects"][0], throws=(PoisonMessage,)
+)
+def recompute_projects(*args, **kwargs) -> None:
+    """Project upsert: `project_days`, then `projects` totals."""
+    _recompute("projects", args, kwargs)
+
+
+@dramatiq.actor(
+    actor_name=RECOMPUTE["languages"][1], queue_name=RECOMPUTE["languages"][0], throws=(PoisonMessage,)
+)
+def recompute_languages(*args, **kwargs) -> None:
+    """Language tracking: `language_days`, then `project_languages` totals."""
+    _recompute("languages", args, kwargs)
+
+
+@dramatiq.actor(
+    actor_name=RECOMPUTE["user_agents"][1], queue_name=RECOMPUTE["user_agents"][0], throws=(PoisonMessage,)
+)
+def recompute_user_agents(*args, **kwargs) -> None:
+    """Version metadata: `user_agent_days`, then `user_agents` with the parsed parts."""
+    _recompute("user_agents", args, kwargs)

@@ -1,0 +1,302 @@
+"""`hbw`: the command line. Every command reads its configuration from the environment
+(DATABASE_URL, REDIS_URL, HBW_*), logs to stderr, prints results to stdout, and exits with a
+code scripts and cron can trust (see EXIT CODES in `hbw --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from worker.logs import configure_logging, get_logger
+from worker.messages import QUEUES
+from worker.settings import Settings, get_settings
+
+log = get_logger("hbw.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 3
+
+DESCRIPTION = """\
+heartbeat-worker: background jobs for coding-activity heartbeats.
+
+Ingest services hand batches of WakaTime-style heartbeats to `hbw enqueue` (or the Python
+producer API); workers store them, deduplicated, in PostgreSQL and keep the derived tables
+projects, project_languages and user_agents up to date.
+"""
+
+EPILOG = """\
+configuration (environment):
+  DATABASE_URL          PostgreSQL, e.g. postgresql://user@host:5432/db
+  REDIS_URL             Redis, e.g. redis://host:6379/0
+  HBW_BATCH_SIZE        heartbeats per message (default 1000)
+  HBW_TIMEOUT_SECONDS   keystroke timeout for coding time (default 900)
+  HBW_PROCESSES, HBW_THREADS   worker processes and threads per process
+  HBW_LOG_FORMAT        auto | json | console (default auto: console on a terminal)
+  (the README lists every HBW_* setting)
+
+exit codes:
+  0  success
+  1  failure (could not connect or enqueue, a wait timed out)
+  2  some input was rejected (the rest was enqueued); also bad command-line usage
+  3  configuration problem (missing URL, schema not initialised)
+
+examples:
+  hbw db init
+  hbw enqueue heartbeats.jsonl
+  cat batch.json | hbw enqueue - --json
+  hbw worker --processes 2 --threads 4
+  hbw worker --burst
+  hbw reprocess --yesterday --wait
+"""
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hbw",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    db = commands.add_parser(
+        "db", help="manage the database schema", description="Manage the database schema."
+    )
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser(
+        "init",
+        help="apply schema.sql (safe to rerun)",
+        description="Create or upgrade the tables from schema.sql. Idempotent: safe to rerun, "
+        "and safe to run from several machines at once (the Procfile's release step).",
+    )
+
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="validate heartbeats and enqueue them",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read heartbeats (a JSON array, or JSON lines), validate each one, and enqueue "
+        "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats. Invalid items are "
+        "reported with their index and the reason; the valid ones are enqueued anyway.",
+        epilog="exit codes: 0 all accepted, 2 some rejected (the rest enqueued), "
+        "1 could not enqueue (the output says how many were enqueued before the failure)\n\n"
+        "example:\n  hbw enqueue heartbeats.jsonl --json",
+    )
+    enqueue.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="input file, or - for stdin (default)"
+    )
+    enqueue.add_argument("--json", action="store_true", help="print the result as JSON")
+    enqueue.add_argument(
+        "--batch-size", type=_positive, help="heartbeats per message (default HBW_BATCH_SIZE)"
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="run workers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them "
+        "gracefully: in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest "
+        "go back to their queue. A worker process that dies is restarted.",
+        epilog=f"queues: {', '.join(QUEUES)}\n\n"
+        "examples:\n  hbw worker --processes 2 --threads 4\n"
+        "  hbw worker --queues heartbeats          # ingest only\n"
+        "  hbw worker --queues projects languages user_agents\n"
+        "  hbw worker --burst                      # drain everything, then exit 0",
+    )
+    worker.add_argument("--processes", "-p", type=_positive, help="worker processes (default HBW_PROCESSES)")
+    worker.add_argument("--threads", "-t", type=_positive, help="threads per process (default HBW_THREADS)")
+    worker.add_argument(
+        "--queues", "-Q", nargs="+", choices=QUEUES, metavar="QUEUE", help="only these queues"
+    )
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit 0 once every queue (including delayed retries) is empty, nothing is in flight "
+        "and no recomputation is pending",
+    )
+
+    reprocess = commands.add_parser(
+        "reprocess",
+        help="recompute the derived tables for some days",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Enqueue the recomputation of every derived row fed by the user-days in the "
+        "range (UTC days, inclusive), from the raw heartbeats. Safe to run twice, or beside live "
+        "workers: the result is the same as one run alone. Workers do the work; --wait waits for it.",
+        epilog="examples:\n  hbw reprocess --yesterday --wait          # the daily cron job\n"
+        "  hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice",
+    )
+    when = reprocess.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=_date, metavar="YYYY-MM-DD", help="one UTC day")
+    when.add_argument("--yesterday", action="store_true", help="yesterday (UTC)")
+    when.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="first UTC day of a range")
+    reprocess.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    reprocess.add_argument("--user", metavar="USER_ID", help="only this user")
+    reprocess.add_argument("--wait", action="store_true", help="wait until the workers have done it")
+    reprocess.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        metavar="SECONDS",
+        help="give up waiting after this long (default 3600)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        print(f"hbw: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_format, settings.log_level)
+    handler = {
+        "db": cmd_db,
+        "enqueue": cmd_enqueue,
+        "worker": cmd_worker,
+        "reprocess": cmd_reprocess,
+    }[args.command]
+    try:
+        return handler(args, settings)
+    except ConfigError as e:
+        print(f"hbw: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _require(settings: Settings, *names: str) -> None:
+    missing = [name.upper() for name in names if not getattr(settings, name)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} not set (see `hbw --help`)")
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from db.schema import apply_schema
+    from worker.database import get_engine
+
+    _require(settings, "database_url")
+    with get_engine(settings.database_url).begin() as conn:
+        version = apply_schema(conn)
+    print(f"schema version {version} is in place")
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.broker import setup_broker
+    from worker.input import read_items
+    from worker.producer import EnqueueError, enqueue_heartbeats
+
+    _require(settings, "redis_url")
+    data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
+    items = read_items(data)
+    broker = setup_broker(settings)
+    try:
+        result = enqueue_heartbeats(items, batch_size=args.batch_size or settings.batch_size, broker=broker)
+        error, code = None, result.exit_code
+    except EnqueueError as e:
+        result, error, code = e.result, str(e), EXIT_FAILED
+    if args.json:
+        print(json.dumps({**result.as_dict(), **({"error": error} if error else {})}))
+    else:
+        print(f"accepted: {result.accepted}")
+        print(f"rejected: {len(result.rejected)}")
+        for rejection in result.rejected:
+            print(f"  item {rejection.index}: {rejection.reason}")
+        print(f"enqueued: {result.enqueued} heartbeats in {result.messages} message(s)")
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+    return code
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.runner import StartupError, run_workers
+
+    _require(settings, "database_url", "redis_url")
+    try:
+        return run_workers(
+            settings,
+            processes=args.processes or settings.processes,
+            threads=args.threads or settings.threads,
+            queues=args.queues,
+            burst=args.burst,
+        )
+    except StartupError as e:
+        raise ConfigError(str(e)) from None
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.reprocess import mark_range_pending, pending_between
+    from worker.broker import setup_broker
+    from worker.database import get_engine
+    from worker.producer import send_recomputes
+
+    _require(settings, "database_url", "redis_url")
+    today = dt.datetime.now(dt.UTC).date()
+    if args.yesterday:
+        since = until = today - dt.timedelta(days=1)
+    elif args.date:
+        since = until = args.date
+    else:
+        since, until = args.since, args.until or today
+    if args.until and not args.since:
+        raise ConfigError("--until goes with --since")
+    if until < since:
+        raise ConfigError(f"--until {until} is before --since {since}")
+
+    broker = setup_broker(settings)
+    engine = get_engine(settings.database_url)
+    user_days = messages = 0
+    for items in mark_range_pending(engine, since, until, user_id=args.user):
+        user_days += len({(user_id, day) for _, user_id, day in items})
+        messages += send_recomputes(
+            engine, items, keys_per_message=settings.recompute_keys_per_message, broker=broker
+        )
+    print(f"reprocess {since}..{until}: {user_days} user-day(s), {messages} message(s) enqueued")
+    log.info("reprocess.enqueued", since=str(since), until=str(until), user_days=user_days, messages=messages)
+    if not args.wait:
+        return EXIT_OK
+
+    deadline = time.monotonic() + args.timeout
+    while (left := pending_between(engine, since, until, user_id=args.user)) > 0:
+        if time.monotonic() > deadline:
+            print(
+                f"timed out after {args.timeout:g}s with {left} recomputation(s) still pending",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        time.sleep(0.5)
+    print("done: every recomputation in the range has run")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
