@@ -171,13 +171,13 @@ CREATE TABLE IF NOT EXISTS user_agents (
 -- is <= the timeout, else 0; the last heartbeat of a day gets 0. Ties in time are ordered by
 -- dedup_hash so the result is deterministic. Pure (STABLE, reads only), so tests call it directly.
 CREATE OR REPLACE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint)
-RETURNS TABLE (user_id text, day date, "time" timestamptz, project text, language text,
-               user_agent text, credited_us bigint)
+RETURNS TABLE (user_id text, day date, "time" timestamptz, dedup_hash bytea, project text,
+               language text, user_agent text, credited_us bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT user_id, day, time, project, language, user_agent,
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent,
            CASE WHEN gap_us <= timeout_us THEN gap_us ELSE 0 END
     FROM (
-        SELECT h.user_id, k.day, h.time, h.project, h.language, h.user_agent,
+        SELECT h.user_id, k.day, h.time, h.dedup_hash, h.project, h.language, h.user_agent,
                (extract(epoch FROM lead(h.time) OVER w - h.time) * 1000000)::bigint AS gap_us
         FROM (SELECT DISTINCT u, d FROM unnest(user_ids, days) AS keys(u, d)) AS k(user_id, day)
         JOIN heartbeats h

@@ -8,7 +8,6 @@ normalised :class:`Heartbeat` or a :class:`Rejection` with its index and a reada
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,15 +38,12 @@ MIN_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()
 MAX_FUTURE_SECONDS = 3600
 MAX_INT = 2**31 - 1
 
-# NUL, and lone surrogates (valid in JSON escapes, not storable as UTF-8).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
 
 def _storable(value: str) -> str:
-    match = _UNSTORABLE.search(value)
-    if match:
-        what = "a NUL character" if match.group() == "\x00" else "an invalid unicode surrogate"
-        raise ValueError(f"must not contain {what}")
+    # PostgreSQL text cannot hold NUL. (Lone surrogates, the other unstorable case, are already
+    # rejected by pydantic as "unable to parse raw data as a unicode string".)
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
     return value
 
 

@@ -50,8 +50,12 @@ def store_heartbeats(*args, **kwargs) -> None:
     engine = _engine()
     with engine.begin() as conn:
         result = store_jobs.store_heartbeats(conn, validated.accepted)
+    settings = get_settings()
     sent = send_recomputes(
-        engine, result.to_enqueue, keys_per_message=get_settings().recompute_keys_per_message
+        engine,
+        result.to_enqueue,
+        keys_per_message=settings.recompute_keys_per_message,
+        delay_ms=settings.recompute_delay_ms,
     )
     log.info(
         "heartbeats.stored",
@@ -77,7 +81,10 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
         result = recompute_jobs.recompute(conn, job, payload.keys, timeout_us=settings.timeout_us)
     # User-days that gained heartbeats meanwhile are still pending: go round again.
     send_recomputes(
-        engine, [(job, *key) for key in result.rerun], keys_per_message=settings.recompute_keys_per_message
+        engine,
+        [(job, *key) for key in result.rerun],
+        keys_per_message=settings.recompute_keys_per_message,
+        delay_ms=settings.recompute_delay_ms,
     )
     log.info(
         "derived.recomputed",

@@ -88,13 +88,15 @@ def send_recomputes(
     items: Sequence[JobKey],
     *,
     keys_per_message: int,
+    delay_ms: int | None = None,
     broker: dramatiq.Broker | None = None,
 ) -> int:
     """Send derived-job messages for pending (job, user, day) rows, then record them as sent.
 
     Called after the transaction that made them pending has committed. If this process dies
     before recording, the rows stay unsent and the next store of the same user-day, or the
-    orphan sweeper, sends them again; the job coalesces duplicates.
+    orphan sweeper, sends them again; the job coalesces duplicates. With `delay_ms` the job runs
+    that much later, so the stores that arrive meanwhile share one recomputation.
     """
     if not items:
         return 0
@@ -105,7 +107,7 @@ def send_recomputes(
     sent = 0
     for job, keys in sorted(by_job.items()):
         for chunk in chunked(sorted(set(keys)), keys_per_message):
-            broker.enqueue(recompute_message(job, chunk))
+            broker.enqueue(recompute_message(job, chunk), delay=delay_ms or None)
             sent += 1
     with engine.begin() as conn:
         db_pending.mark_enqueued(conn, items)

@@ -13,6 +13,7 @@ rescued by the broker's maintenance (see ``HbwRedisBroker``).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -74,6 +75,7 @@ def run_worker(
     burst: bool = False,
     poll_interval: float = 0.25,
     handle_signals: bool = True,
+    supervised: bool = False,
     stop: threading.Event | None = None,
 ) -> int:
     """Run one worker process in the foreground; returns its exit code."""
@@ -93,9 +95,16 @@ def run_worker(
     broker.add_middleware(sweeper)
     stop = stop or threading.Event()
     if handle_signals:
-        _install_stop_handlers(stop)
+        _install_stop_handlers(stop, supervised=supervised)
 
-    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=threads or settings.threads)
+    # Idle threads wake up every worker_timeout ms to check for shutdown; a burst worker should
+    # notice quickly that it is done, a long-running one should not poll Redis needlessly.
+    worker = dramatiq.Worker(
+        broker,
+        queues=set(queues),
+        worker_threads=threads or settings.threads,
+        worker_timeout=100 if burst else 1000,
+    )
     worker.start()
     log.info("worker.started", queues=queues, threads=worker.worker_threads, burst=burst)
     try:
@@ -110,24 +119,40 @@ def run_worker(
     return EXIT_OK
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
+def _install_stop_handlers(stop: threading.Event, *, supervised: bool) -> None:
+    """First signal: stop gracefully. A second one exits at once, unless a supervisor runs this
+    process: then repeats are ignored (systemd and `timeout` signal the whole process group, so
+    a child may get the same SIGTERM twice) and the supervisor escalates with SIGKILL."""
+
     def handler(signum, frame):
-        if stop.is_set():
-            log.warning("worker.killed", signal=signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.info("worker.stopping", signal=name)
+            stop.set()
+        elif not supervised:
+            log.warning("worker.killed", signal=name)
             raise SystemExit(EXIT_FAILED)
-        log.info("worker.stopping", signal=signal.Signals(signum).name)
-        stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
 
-def _child(settings: Settings, queues: list[str] | None, threads: int, burst: bool) -> None:
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop gracefully if the supervisor dies (SIGKILL, OOM): never leave workers orphaned."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("worker.orphaned", parent=parent)
+            stop.set()
+
+
+def _child(settings: Settings, queues: list[str] | None, threads: int, burst: bool, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM per child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_format, settings.log_level)
+    stop = threading.Event()
+    threading.Thread(target=_watch_parent, args=(parent, stop), name="parent-watch", daemon=True).start()
     try:
-        code = run_worker(settings, queues=queues, threads=threads, burst=burst)
+        code = run_worker(settings, queues=queues, threads=threads, burst=burst, supervised=True, stop=stop)
     except StartupError as e:
         log.error("worker.refused", reason=str(e))
         code = EXIT_CONFIG
@@ -148,7 +173,7 @@ def run_workers(
     check_schema(settings)  # fail once, clearly, rather than once per child
 
     context = multiprocessing.get_context("spawn")
-    args = (settings, list(queues) if queues else None, threads, burst)
+    args = (settings, list(queues) if queues else None, threads, burst, os.getpid())
     stopping = threading.Event()
 
     def start(index: int) -> multiprocessing.Process:

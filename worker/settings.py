@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     #: User-days per derived-job message.
     recompute_keys_per_message: int = Field(default=200, ge=1, le=10_000)
+    #: Derived jobs run this long after the first store that needs them; stores of the same
+    #: user-day meanwhile ride along instead of each triggering a recomputation (debounce).
+    recompute_delay_ms: int = Field(default=2_000, ge=0, le=600_000)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

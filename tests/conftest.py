@@ -1,0 +1,118 @@
+"""Shared fixtures.
+
+Integration tests talk to a real PostgreSQL and a real Redis: the servers named by
+DATABASE_URL / REDIS_URL. Each test session creates its own database on that server (schema.sql
+applied once, tables truncated between tests) and its own Redis key namespace, so it never
+touches anybody's data and two sessions can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from db.engine import create_engine
+from db.schema import apply_schema
+from tests import services
+from worker.settings import Settings, get_settings
+
+TABLES = (
+    "heartbeats", "user_days", "pending_recomputes", "project_aliases", "project_days", "language_days",
+    "user_agent_days", "projects", "project_languages", "user_agents",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> services.ServerUrls:
+    return services.server_urls()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_urls: services.ServerUrls) -> Iterator[str]:
+    name = f"hbw_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_urls.database, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(services.sqlalchemy_url(server_urls.database)).set(database=name)
+    url_text = url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
+    engine = create_engine(url_text, pool_size=1)
+    with engine.begin() as conn:
+        apply_schema(conn)
+    engine.dispose()
+    yield url_text
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_namespace() -> str:
+    return f"hbw-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, server_urls: services.ServerUrls, redis_namespace: str) -> Iterator[Settings]:
+    """The environment every process of the test session sees (workers started as subprocesses too)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": server_urls.redis,
+        "HBW_REDIS_NAMESPACE": redis_namespace,
+        "HBW_LOG_FORMAT": "json",
+        "HBW_MIN_BACKOFF_MS": "100",
+        "HBW_SHUTDOWN_TIMEOUT": "10",
+        "HBW_RECOMPUTE_DELAY_MS": "200",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    yield get_settings()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def broker(settings: Settings):
+    """The Dramatiq broker, installed globally before the actors are imported (as in production)."""
+    from worker.broker import setup_broker
+
+    broker = setup_broker(settings)
+    yield broker
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    engine = create_engine(settings.database_url, pool_size=4)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine: sa.Engine, broker, settings: Settings) -> sa.Engine:
+    """A clean database and clean queues for this test."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
+    client = broker.client
+    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    return engine
+
+
+def drain(settings: Settings, *, threads: int = 4) -> None:
+    """Run a worker in this process until every queue is drained (`hbw worker --burst`)."""
+    from worker.runner import run_worker
+
+    assert run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05) == 0

@@ -1,0 +1,105 @@
+"""Acceptance: 2 worker processes x several threads, ingest and reprocessing at the same time,
+give exactly the reference result."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests import reference, streams
+from tests.tables import diff, snapshot
+from worker import cli
+from worker.messages import QUEUES
+from worker.producer import enqueue_heartbeats
+from worker.runner import queues_empty
+
+pytestmark = pytest.mark.slow
+
+
+def start_workers(log_path, *args: str) -> subprocess.Popen:
+    # Logs go to a file: a pipe nobody reads fills up and blocks the workers.
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", *args],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def wait_drained(broker, engine, *, timeout: float = 180) -> None:
+    """Until the queues are empty and nothing is pending, twice in a row."""
+    deadline, calm = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            pending = conn.execute(sa.text("SELECT count(*) FROM pending_recomputes")).scalar_one()
+        calm = calm + 1 if queues_empty(broker, QUEUES) and pending == 0 else 0
+        if calm >= 2:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the workers did not drain the queues in time")
+
+
+def stop(proc: subprocess.Popen, log_path) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, log_path.read_text()
+
+
+def test_two_processes_with_threads_and_concurrent_reprocess_equal_reference(db, settings, broker, tmp_path):
+    stream = streams.generate(seed=21, users=12, days=5)
+    expected = reference.compute(stream.valid)
+    rng = random.Random(5)
+    log_path = tmp_path / "workers.log"
+    workers = start_workers(log_path, "--processes", "2", "--threads", "4")
+    errors: list[BaseException] = []
+
+    def stored() -> int:
+        with db.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM heartbeats")).scalar_one()
+
+    def reprocess_repeatedly() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while stored() < 1000 and time.monotonic() < deadline:  # reprocess while ingest runs
+                time.sleep(0.05)
+            for _ in range(3):
+                time.sleep(random.uniform(0.1, 0.5))
+                code = cli.main(
+                    ["reprocess", "--since", str(stream.first_day), "--until", str(stream.last_day)]
+                )
+                assert code == 0
+                overlapped.append(not queues_empty(broker, QUEUES))  # workers still busy
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    overlapped: list[bool] = []
+    reprocessor = threading.Thread(target=reprocess_repeatedly)
+    try:
+        reprocessor.start()
+        for round_ in range(2):  # everything twice, in a different order
+            items = list(stream.items)
+            random.Random(round_).shuffle(items)
+            for batch in streams.random_batches(rng, items, high=400):
+                enqueue_heartbeats(batch, batch_size=rng.randint(20, 300), broker=broker)
+        reprocessor.join()
+        assert not errors, errors
+        assert any(overlapped), "no reprocess run overlapped live workers"
+        wait_drained(broker, db)
+    finally:
+        code, stderr = stop(workers, log_path)
+    assert code == 0, stderr[-3000:]
+    assert '"worker.stopped"' in stderr
+    assert diff(expected, snapshot(db)) == []
