@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
-from db.queries import query
-
-Key = tuple[str, dt.date]
+from db.queries import Key, key_params, query
 
 #: The derived jobs, and the query that rebuilds each one's day rows.
 DAY_QUERIES = {
@@ -32,7 +29,7 @@ def recompute_days(
     """Rebuild `job`'s day rows for these user-days; returns the (user, name) pairs that changed."""
     if not keys:
         return []
-    params = {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys], "timeout_us": timeout_us}
+    params = {**key_params(keys), "timeout_us": timeout_us}
     return [tuple(r) for r in conn.execute(query(DAY_QUERIES[job]), params)]
 
 

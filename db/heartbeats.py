@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-from db.queries import query
+from db.queries import Key, key_params, query
 
 #: Columns a staged row carries, in order (received_at takes its default).
 COLUMNS = (
@@ -40,10 +40,6 @@ def insert_staged(conn: sa.Connection) -> list[tuple[str, dt.date, int]]:
     return [tuple(r) for r in conn.execute(query("insert_incoming"))]
 
 
-def insert_user_days(conn: sa.Connection, keys: Sequence[tuple[str, dt.date]]) -> None:
+def insert_user_days(conn: sa.Connection, keys: Sequence[Key]) -> None:
     if keys:
-        conn.execute(query("insert_user_days"), _key_arrays(keys))
-
-
-def _key_arrays(keys: Sequence[tuple[str, dt.date]]) -> dict[str, list]:
-    return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
+        conn.execute(query("insert_user_days"), key_params(keys))

@@ -7,20 +7,13 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from db.queries import query
-
-Key = tuple[str, dt.date]
-JobKey = tuple[str, str, dt.date]
-
-
-def _keys(keys: Sequence[Key]) -> dict[str, list]:
-    return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
+from db.queries import JobKey, Key, key_params, query
 
 
 def select_unenqueued(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
     if not keys:
         return []
-    return [tuple(r) for r in conn.execute(query("select_unenqueued"), _keys(keys))]
+    return [tuple(r) for r in conn.execute(query("select_unenqueued"), key_params(keys))]
 
 
 def mark_enqueued(conn: sa.Connection, items: Sequence[JobKey]) -> None:
@@ -34,13 +27,13 @@ def mark_enqueued(conn: sa.Connection, items: Sequence[JobKey]) -> None:
 def mark_pending(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
     if not keys:
         return []
-    return [tuple(r) for r in conn.execute(query("mark_pending"), _keys(keys))]
+    return [tuple(r) for r in conn.execute(query("mark_pending"), key_params(keys))]
 
 
 def select_pending(conn: sa.Connection, job: str, keys: Sequence[Key]) -> list[tuple[str, dt.date, int]]:
     if not keys:
         return []
-    return [tuple(r) for r in conn.execute(query("select_pending"), {"job": job, **_keys(keys)})]
+    return [tuple(r) for r in conn.execute(query("select_pending"), {"job": job, **key_params(keys)})]
 
 
 def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple[str, dt.date, int]]) -> list[Key]:

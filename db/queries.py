@@ -7,11 +7,18 @@ name say what the query is for. Parameters are SQLAlchemy ``:name`` binds; casts
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
 import sqlalchemy as sa
+
+#: A user-day: (user_id, UTC day). The unit of derived work.
+Key = tuple[str, dt.date]
+#: A derived job's user-day: (job, user_id, UTC day).
+JobKey = tuple[str, str, dt.date]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
@@ -40,3 +47,8 @@ def _all() -> dict[str, sa.TextClause]:
 
 def query(name: str) -> sa.TextClause:
     return _all()[name]
+
+
+def key_params(keys: Sequence[Key]) -> dict[str, list]:
+    """Bind parameters for queries that unnest (:user_ids, :days)."""
+    return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}

@@ -214,10 +214,6 @@ def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Va
     return Validated(accepted, indexes, rejected)
 
 
-def utc_day(time_us: int) -> dt.date:
-    return (EPOCH + dt.timedelta(microseconds=time_us)).date()
-
-
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

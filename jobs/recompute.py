@@ -11,7 +11,6 @@ may run any number of times, in any order, beside stores and other recomputation
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ import sqlalchemy as sa
 
 from db import derived as db_derived
 from db import pending as db_pending
+from db.queries import Key
 from jobs.user_agents import parse_user_agent
 
-Key = tuple[str, dt.date]
 JOBS = db_derived.JOBS
 
 

@@ -13,10 +13,8 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 
 from db import pending as db_pending
+from db.queries import JobKey
 from jobs.heartbeat import chunked
-
-Key = tuple[str, dt.date]
-JobKey = tuple[str, str, dt.date]
 
 
 def mark_range_pending(

@@ -10,11 +10,9 @@ import sqlalchemy as sa
 
 from db import heartbeats as db_heartbeats
 from db import pending as db_pending
+from db.queries import JobKey, Key
 from jobs.heartbeat import EPOCH, Heartbeat
 from jobs.identity import dedup_hash
-
-Key = tuple[str, dt.date]
-JobKey = tuple[str, str, dt.date]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,9 @@ import dramatiq
 import sqlalchemy as sa
 
 from db import pending as db_pending
+from db.queries import JobKey
 from jobs.heartbeat import Rejection, chunked, validate_heartbeats
 from worker.messages import recompute_message, store_message
-
-JobKey = tuple[str, str, dt.date]
 
 
 @dataclass
