@@ -1,7 +1,8 @@
 """Shared fixtures.
 
 Integration tests talk to a real PostgreSQL and a real Redis: the servers named by
-DATABASE_URL / REDIS_URL. Each test session creates its own database on that server (schema.sql
+DATABASE_URL / REDIS_URL when they are set and reachable, else the embedded ones (see
+tests/services.py). Each test session creates its own database on that server (schema.sql
 applied once, tables truncated between tests) and its own Redis key namespace, so it never
 touches anybody's data and two sessions can run side by side.
 """
@@ -9,8 +10,12 @@ touches anybody's data and two sessions can run side by side.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -28,8 +33,9 @@ TABLES = (
 
 
 @pytest.fixture(scope="session")
-def server_urls() -> services.ServerUrls:
-    return services.server_urls()
+def server_urls() -> Iterator[services.ServerUrls]:
+    with services.server_urls() as urls:
+        yield urls
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +65,7 @@ def redis_namespace() -> str:
 def settings(database_url: str, server_urls: services.ServerUrls, redis_namespace: str) -> Iterator[Settings]:
     """The environment every process of the test session sees (workers started as subprocesses too)."""
     env = {
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url,  # (subprocesses started by tests inherit these)
         "REDIS_URL": server_urls.redis,
         "HBW_REDIS_NAMESPACE": redis_namespace,
         "HBW_LOG_FORMAT": "json",
@@ -116,3 +122,19 @@ def drain(settings: Settings, *, threads: int = 4) -> None:
     from worker.runner import run_worker
 
     assert run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05) == 0
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A data directory for embedded servers of a test's own. Under /tmp with mode 755, because a
+    root test run starts PostgreSQL as 'nobody', which must be able to reach it."""
+    path = Path(tempfile.mkdtemp(prefix="hbw-embedded-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

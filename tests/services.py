@@ -1,10 +1,14 @@
-"""Which PostgreSQL and Redis servers the tests use: DATABASE_URL and REDIS_URL when set and
-reachable."""
+"""Which PostgreSQL and Redis the tests use: DATABASE_URL and REDIS_URL when they are set and
+reachable, otherwise the embedded servers (started for the session, stopped after it unless
+something else still uses them), so `pytest` passes on a bare machine too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import redis
@@ -18,9 +22,12 @@ __all__ = ["ServerUrls", "server_urls", "sqlalchemy_url"]
 class ServerUrls:
     database: str
     redis: str
+    embedded: bool = False
 
 
-def _postgres_reachable(url: str) -> bool:
+def _postgres_reachable(url: str | None) -> bool:
+    if not url:
+        return False
     try:
         with psycopg.connect(psycopg_url(url), connect_timeout=3):
             return True
@@ -28,21 +35,29 @@ def _postgres_reachable(url: str) -> bool:
         return False
 
 
-def _redis_reachable(url: str) -> bool:
+def _redis_reachable(url: str | None) -> bool:
+    if not url:
+        return False
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=3).ping())
     except redis.RedisError:
         return False
 
 
-def server_urls() -> ServerUrls:
-    database = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    problems = []
-    if not database or not _postgres_reachable(database):
-        problems.append(f"PostgreSQL at DATABASE_URL={database!r}")
-    if not redis_url or not _redis_reachable(redis_url):
-        problems.append(f"Redis at REDIS_URL={redis_url!r}")
-    if problems:
-        raise RuntimeError("tests need a reachable " + " and ".join(problems))
-    return ServerUrls(database=database, redis=redis_url)
+@contextlib.contextmanager
+def server_urls() -> Iterator[ServerUrls]:
+    database, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    need_database, need_redis = not _postgres_reachable(database), not _redis_reachable(redis_url)
+    if not (need_database or need_redis):
+        yield ServerUrls(database, redis_url)
+        return
+
+    from worker.embedded import PG_PORT, REDIS_PORT, default_data_dir, embedded_servers
+
+    data_dir = Path(os.environ.get("HBW_DATA_DIR") or default_data_dir())
+    pg_port = int(os.environ.get("HBW_EMBEDDED_PG_PORT", PG_PORT))
+    redis_port = int(os.environ.get("HBW_EMBEDDED_REDIS_PORT", REDIS_PORT))
+    with embedded_servers(
+        data_dir, postgres=need_database, redis_=need_redis, pg_port=pg_port, redis_port=redis_port
+    ) as urls:
+        yield ServerUrls(urls.get("DATABASE_URL", database), urls.get("REDIS_URL", redis_url), embedded=True)

@@ -1,10 +1,6 @@
-"""Realistic heartbeat streams for end-to-end tests and the benchmark.
-
-Users work in sessions: a burst of heartbeats every few seconds to a few minutes, mostly on one
-project, sometimes switching project or editor, with pauses longer than the timeout, sessions
-that run past midnight UTC, heartbeats without project or language, equal timestamps, exact
-duplicates and a share of invalid items (each rule of SPEC section 1). Deterministic per seed.
-"""
+"""Heartbeat streams for end-to-end tests: the realistic sample of ``worker.sample`` (with the
+user agents of the shared corpus), plus invalid items for each rule of SPEC section 1, shuffled
+into out-of-order delivery. Deterministic per seed."""
 
 from __future__ import annotations
 
@@ -15,29 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.sample import USER_AGENTS, generate_heartbeats
+
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "user_agents.txt"
-LANGUAGES = {
-    ".py": "Python",
-    ".ts": "TypeScript",
-    ".go": "Go",
-    ".rs": "Rust",
-    ".md": "Markdown",
-    ".sql": "SQL",
-}
-CATEGORIES = ["coding", "coding", "coding", "Debugging", "writing tests", "code reviewing", "AI Coding"]
-FALLBACK_AGENTS = [
-    "wakatime/v1.90.0 (linux-6.5.0-15-generic-x86_64) go1.21.5 vscode/1.85.1 vscode-wakatime/24.4.0",
-    "wakatime/13.1.0 (Linux-5.15.0-91-generic-x86_64-with-glibc2.35) Python3.11.7.final.0 emacs/29.1 "
-    "emacs-wakatime/1.0.2",
-    "Chrome/120.0.6099.109 chrome-wakatime/3.0.17",
-]
 
 
 def user_agents() -> list[str]:
     if CORPUS.exists():
         lines = [line.strip() for line in CORPUS.read_text(encoding="utf-8").splitlines()]
-        return [line for line in lines if line] or FALLBACK_AGENTS
-    return FALLBACK_AGENTS
+        return [line for line in lines if line] or USER_AGENTS
+    return USER_AGENTS
 
 
 #: One invalid item per rule of SPEC section 1 (plus the input-level ones the CLI sees).
@@ -97,91 +80,23 @@ class Stream:
 
 
 def generate(
-    *,
-    seed: int = 1,
-    users: int = 8,
-    days: int = 5,
-    sessions_per_day: tuple[int, int] = (1, 4),
-    heartbeats_per_session: tuple[int, int] = (10, 80),
-    duplicate_share: float = 0.05,
-    invalid_share: float = 0.02,
-    end: dt.datetime | None = None,
+    *, seed: int = 1, users: int = 8, days: int = 5, invalid_share: float = 0.02, **options
 ) -> Stream:
+    """A sample stream (worker.sample) plus a share of invalid items, all shuffled."""
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC)
-    end = end or now.replace(hour=0, minute=0, second=0, microsecond=0)
-    first_day = (end - dt.timedelta(days=days)).date()
-    agents = user_agents()
-    valid: list[dict[str, Any]] = []
-
-    for u in range(users):
-        user_id = f"user-{u:03d}" if u % 5 else f"ünïcode-user-{u}"
-        projects = [f"project-{u}-{p}" for p in range(rng.randint(2, 5))] + [None]
-        if u % 3 == 0:
-            projects.append("shared-name")  # same project name for several users
-        my_agents = rng.sample(agents, k=min(len(agents), rng.randint(1, 3)))
-        files = [f"src/{name}{ext}" for name in ("main", "db", "api", "util", "README") for ext in LANGUAGES]
-        for d in range(days):
-            day_start = dt.datetime.combine(first_day + dt.timedelta(days=d), dt.time(), dt.UTC)
-            for _ in range(rng.randint(*sessions_per_day)):
-                # some sessions start late enough to cross midnight
-                start = day_start + dt.timedelta(
-                    seconds=rng.uniform(0, 86_400 - (600 if rng.random() < 0.8 else 0))
-                )
-                t_us = int(start.timestamp() * 1_000_000)
-                project = rng.choice(projects)
-                agent = rng.choice(my_agents)
-                for _ in range(rng.randint(*heartbeats_per_session)):
-                    if rng.random() < 0.05:
-                        project = rng.choice(projects)  # project switch
-                    if rng.random() < 0.03:
-                        agent = rng.choice(my_agents)
-                    entity = rng.choice(files)
-                    ext = entity[entity.rfind(".") :]
-                    item: dict[str, Any] = {
-                        "user_id": user_id,
-                        "entity": entity,
-                        "type": "file",
-                        "time": t_us / 1_000_000,
-                        "project": project if project is None or rng.random() > 0.02 else f"  {project}  ",
-                        "language": LANGUAGES[ext] if rng.random() > 0.1 else None,
-                        "category": rng.choice(CATEGORIES) if rng.random() < 0.2 else None,
-                        "is_write": rng.random() < 0.3,
-                        "lineno": rng.randint(1, 500) if rng.random() < 0.8 else None,
-                        "branch": rng.choice(["main", "feature/x", None]),
-                        "user_agent": agent if rng.random() > 0.03 else None,
-                        "machine": f"host-{u}",
-                        "dependencies": "os,sys" if rng.random() < 0.1 else None,
-                    }
-                    if rng.random() < 0.01:
-                        item["entity"] = "https://example.com/docs"
-                        item["type"] = "url"
-                        item["language"] = ""
-                    valid.append(item)
-                    # gap to the next heartbeat: mostly short, sometimes beyond the timeout
-                    roll = rng.random()
-                    if roll < 0.02:
-                        gap_us = 0  # equal timestamps
-                    elif roll < 0.07:
-                        gap_us = rng.randint(901, 3_600) * 1_000_000
-                    elif roll < 0.09:
-                        gap_us = 900 * 1_000_000  # exactly the timeout
-                    else:
-                        gap_us = rng.randint(1_000_000, 300_000_000) + rng.randint(0, 999_999)
-                    t_us += gap_us
-                    if t_us > int((now - dt.timedelta(minutes=5)).timestamp() * 1_000_000):
-                        break
-
-    duplicates = [copy.deepcopy(rng.choice(valid)) for _ in range(int(len(valid) * duplicate_share))]
-    valid.extend(duplicates)
+    end = now.date()  # the last generated day is yesterday; sessions may run into today
+    valid = generate_heartbeats(
+        seed=seed, users=users, days=days, end=end, user_agents=user_agents(), **options
+    )
     templates = invalid_items(rng, valid[0], now.timestamp())
-    invalid = [
-        copy.deepcopy(templates[i % len(templates)])
-        for i in range(max(len(templates), int(len(valid) * invalid_share)))
-    ]
+    count = max(len(templates), int(len(valid) * invalid_share))
+    invalid = [copy.deepcopy(templates[i % len(templates)]) for i in range(count)]
     items = [*valid, *invalid]
     rng.shuffle(items)  # out-of-order delivery
-    return Stream(valid=valid, invalid=invalid, items=items, first_day=first_day, last_day=end.date())
+    return Stream(
+        valid=valid, invalid=invalid, items=items, first_day=end - dt.timedelta(days=days), last_day=end
+    )
 
 
 def random_batches(rng: random.Random, items: list[Any], *, low: int = 1, high: int = 700) -> list[list[Any]]:

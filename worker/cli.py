@@ -5,11 +5,13 @@ code scripts and cron can trust (see EXIT CODES in `hbw --help`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 
@@ -27,12 +29,16 @@ heartbeat-worker: background jobs for coding-activity heartbeats.
 Ingest services hand batches of WakaTime-style heartbeats to `hbw enqueue` (or the Python
 producer API); workers store them, deduplicated, in PostgreSQL and keep the derived tables
 projects, project_languages and user_agents up to date.
+
+With DATABASE_URL / REDIS_URL unset, every command uses an embedded PostgreSQL and Redis that it
+starts itself (data in HBW_DATA_DIR) and stops when the last command using them exits.
 """
 
 EPILOG = """\
 configuration (environment):
-  DATABASE_URL          PostgreSQL, e.g. postgresql://user@host:5432/db
-  REDIS_URL             Redis, e.g. redis://host:6379/0
+  DATABASE_URL          PostgreSQL, e.g. postgresql://user@host:5432/db (unset: embedded)
+  REDIS_URL             Redis, e.g. redis://host:6379/0 (unset: embedded)
+  HBW_DATA_DIR          where the embedded servers keep their data
   HBW_BATCH_SIZE        heartbeats per message (default 1000)
   HBW_TIMEOUT_SECONDS   keystroke timeout for coding time (default 900)
   HBW_PROCESSES, HBW_THREADS   worker processes and threads per process
@@ -46,6 +52,8 @@ exit codes:
   3  configuration problem (missing URL, schema not initialised)
 
 examples:
+  hbw demo                          # everything, on a sample week: no setup needed
+  hbw up                            # embedded servers + workers in the foreground
   hbw db init
   hbw enqueue heartbeats.jsonl
   cat batch.json | hbw enqueue - --json
@@ -157,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up waiting after this long (default 3600)",
     )
+    commands.add_parser(
+        "demo",
+        help="run the whole system on a sample week and print a report",
+        description="Apply the schema, generate a realistic week of heartbeats for a few users, "
+        "enqueue them, run workers until everything is drained, and print each user's projects with "
+        "coding time, top languages and editors. Needs no setup: with DATABASE_URL / REDIS_URL unset "
+        "it starts (and afterwards stops) the embedded servers. The sample is always the same week, "
+        "so a second run stores nothing new and prints the same totals.",
+    )
+
+    up = commands.add_parser(
+        "up",
+        help="start the embedded servers and run workers in the foreground",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), "
+        "apply the schema and run workers in the foreground. From another terminal, `hbw enqueue "
+        "FILE` finds the same servers. Ctrl-C stops the workers gracefully, then the servers.",
+        epilog="example:\n  hbw up                      # terminal 1\n"
+        "  hbw enqueue examples/heartbeats.jsonl     # terminal 2",
+    )
+    up.add_argument("--processes", "-p", type=_positive, help="worker processes (default HBW_PROCESSES)")
+    up.add_argument("--threads", "-t", type=_positive, help="threads per process (default HBW_THREADS)")
     return parser
 
 
@@ -167,12 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as e:
         print(f"hbw: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_format, settings.log_level)
+    quiet = args.command == "demo" and "HBW_LOG_LEVEL" not in os.environ  # the demo shows progress instead
+    configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
     handler = {
         "db": cmd_db,
         "enqueue": cmd_enqueue,
         "worker": cmd_worker,
         "reprocess": cmd_reprocess,
+        "demo": cmd_demo,
+        "up": cmd_up,
     }[args.command]
     try:
         return handler(args, settings)
@@ -185,18 +218,42 @@ class ConfigError(Exception):
     pass
 
 
-def _require(settings: Settings, *names: str) -> None:
-    missing = [name.upper() for name in names if not getattr(settings, name)]
-    if missing:
-        raise ConfigError(f"{' and '.join(missing)} not set (see `hbw --help`)")
+@contextlib.contextmanager
+def _servers(settings: Settings, *, database: bool = True, redis: bool = True) -> Iterator[Settings]:
+    """The configured servers, or the embedded ones for whichever URL is not set.
+
+    Embedded URLs are exported to the environment, so worker processes and actors (which read
+    get_settings()) use them too; the lease is given back when the command ends.
+    """
+    need_database = database and not settings.database_url
+    need_redis = redis and not settings.redis_url
+    if not (need_database or need_redis):
+        yield settings
+        return
+    from worker.embedded import EmbeddedError, default_data_dir, embedded_servers
+
+    data_dir = settings.data_dir or default_data_dir()
+    try:
+        with embedded_servers(
+            data_dir,
+            postgres=need_database,
+            redis_=need_redis,
+            pg_port=settings.embedded_pg_port,
+            redis_port=settings.embedded_redis_port,
+        ) as urls:
+            log.info("embedded.servers", data_dir=str(data_dir), **{k.lower(): v for k, v in urls.items()})
+            os.environ.update(urls)
+            get_settings.cache_clear()
+            yield get_settings()
+    except EmbeddedError as e:
+        raise ConfigError(str(e)) from None
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
 
-    _require(settings, "database_url")
-    with get_engine(settings.database_url).begin() as conn:
+    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
         version = apply_schema(conn)
     print(f"schema version {version} is in place")
     return EXIT_OK
@@ -207,15 +264,16 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from worker.input import read_items
     from worker.producer import EnqueueError, enqueue_heartbeats
 
-    _require(settings, "redis_url")
     data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
     items = read_items(data)
-    broker = setup_broker(settings)
-    try:
-        result = enqueue_heartbeats(items, batch_size=args.batch_size or settings.batch_size, broker=broker)
-        error, code = None, result.exit_code
-    except EnqueueError as e:
-        result, error, code = e.result, str(e), EXIT_FAILED
+    with _servers(settings, database=False) as settings:
+        broker = setup_broker(settings)
+        try:
+            batch_size = args.batch_size or settings.batch_size
+            result = enqueue_heartbeats(items, batch_size=batch_size, broker=broker)
+            error, code = None, result.exit_code
+        except EnqueueError as e:
+            result, error, code = e.result, str(e), EXIT_FAILED
     if args.json:
         print(json.dumps({**result.as_dict(), **({"error": error} if error else {})}))
     else:
@@ -240,26 +298,20 @@ def _read_file(path: str) -> bytes:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.runner import StartupError, run_workers
 
-    _require(settings, "database_url", "redis_url")
     try:
-        return run_workers(
-            settings,
-            processes=args.processes or settings.processes,
-            threads=args.threads or settings.threads,
-            queues=args.queues,
-            burst=args.burst,
-        )
+        with _servers(settings) as settings:
+            return run_workers(
+                settings,
+                processes=args.processes or settings.processes,
+                threads=args.threads or settings.threads,
+                queues=args.queues,
+                burst=args.burst,
+            )
     except StartupError as e:
         raise ConfigError(str(e)) from None
 
 
 def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.reprocess import mark_range_pending, pending_between
-    from worker.broker import setup_broker
-    from worker.database import get_engine
-    from worker.producer import send_recomputes
-
-    _require(settings, "database_url", "redis_url")
     today = dt.datetime.now(dt.UTC).date()
     if args.yesterday:
         since = until = today - dt.timedelta(days=1)
@@ -271,6 +323,15 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--until goes with --since")
     if until < since:
         raise ConfigError(f"--until {until} is before --since {since}")
+    with _servers(settings) as settings:
+        return _reprocess(settings, since, until, args)
+
+
+def _reprocess(settings: Settings, since: dt.date, until: dt.date, args: argparse.Namespace) -> int:
+    from jobs.reprocess import mark_range_pending, pending_between
+    from worker.broker import setup_broker
+    from worker.database import get_engine
+    from worker.producer import send_recomputes
 
     broker = setup_broker(settings)
     engine = get_engine(settings.database_url)
@@ -296,6 +357,37 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.5)
     print("done: every recomputation in the range has run")
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from worker.demo import run_demo
+
+    with _servers(settings) as settings:
+        return run_demo(settings, Console())
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from db.schema import apply_schema
+    from worker.database import get_engine
+    from worker.runner import StartupError, run_workers
+
+    with _servers(settings) as settings:
+        with get_engine(settings.database_url).begin() as conn:
+            apply_schema(conn)
+        processes = args.processes or settings.processes
+        threads = args.threads or settings.threads
+        print(f"PostgreSQL  {settings.database_url}")
+        print(f"Redis       {settings.redis_url}")
+        print(f"workers     {processes} process(es) x {threads} thread(s); Ctrl-C stops everything")
+        print("enqueue from another terminal with: hbw enqueue FILE", flush=True)
+        try:
+            code = run_workers(settings, processes=processes, threads=threads)
+        except StartupError as e:
+            raise ConfigError(str(e)) from None
+    print("stopped")
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

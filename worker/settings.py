@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
     #: Derived jobs run this long after the first store that needs them; stores of the same
     #: user-day meanwhile ride along instead of each triggering a recomputation (debounce).
     recompute_delay_ms: int = Field(default=2_000, ge=0, le=600_000)
+
+    #: The embedded default (used when DATABASE_URL / REDIS_URL are not set): where the servers
+    #: keep their data (default: worker.embedded.default_data_dir()), and their ports.
+    data_dir: Path | None = None
+    embedded_pg_port: int = Field(default=54329, ge=1, le=65535)
+    embedded_redis_port: int = Field(default=63799, ge=1, le=65535)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

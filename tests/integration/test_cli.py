@@ -141,14 +141,6 @@ def test_worker_refuses_to_start_without_schema(settings, server_urls):
         admin.dispose()
 
 
-def test_missing_configuration_is_exit_3(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "worker"], env=env, capture_output=True, timeout=60
-    )
-    assert proc.returncode == 3 and b"not set" in proc.stderr
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -188,7 +180,9 @@ def test_reprocess_wait_times_out_without_workers(db, settings, broker, capsys):
     assert "timed out after 1s with 3 recomputation(s) still pending" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["db"], ["db", "init"], ["enqueue"], ["worker"], ["reprocess"]])
+@pytest.mark.parametrize(
+    "command", [[], ["db"], ["db", "init"], ["enqueue"], ["worker"], ["reprocess"], ["demo"], ["up"]]
+)
 def test_help_reads_like_the_readme(command):
     proc = hbw(*command, "--help")
     assert proc.returncode == 0
@@ -202,5 +196,8 @@ def test_help_reads_like_the_readme(command):
             "hbw enqueue",
             "hbw worker",
             "hbw reprocess",
+            "hbw demo",
+            "hbw up",
+            "HBW_DATA_DIR",
         ):
             assert phrase in text
