@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 
@@ -49,7 +50,7 @@ exit codes:
   0  success
   1  failure (could not connect or enqueue, a wait timed out)
   2  some input was rejected (the rest was enqueued); also bad command-line usage
-  3  configuration problem (missing URL, schema not initialised)
+  3  configuration problem (schema not initialised, embedded servers unusable, unreadable file)
 
 examples:
   hbw demo                          # everything, on a sample week: no setup needed
@@ -61,6 +62,11 @@ examples:
   hbw worker --burst
   hbw reprocess --yesterday --wait
 """
+
+
+def _wrap(text: str) -> str:
+    """Subcommand descriptions, wrapped like the rest of the help (the formatter keeps epilogs raw)."""
+    return textwrap.fill(text, 92)
 
 
 def _date(value: str) -> dt.date:
@@ -87,23 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     db = commands.add_parser(
-        "db", help="manage the database schema", description="Manage the database schema."
+        "db", help="manage the database schema", description=_wrap("Manage the database schema.")
     )
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser(
         "init",
         help="apply schema.sql (safe to rerun)",
-        description="Create or upgrade the tables from schema.sql. Idempotent: safe to rerun, "
-        "and safe to run from several machines at once (the Procfile's release step).",
+        description=_wrap(
+            "Create or upgrade the tables from schema.sql. Idempotent: safe to rerun, "
+            "and safe to run from several machines at once (the Procfile's release step)."
+        ),
     )
 
     enqueue = commands.add_parser(
         "enqueue",
         help="validate heartbeats and enqueue them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Read heartbeats (a JSON array, or JSON lines), validate each one, and enqueue "
-        "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats. Invalid items are "
-        "reported with their index and the reason; the valid ones are enqueued anyway.",
+        description=_wrap(
+            "Read heartbeats (a JSON array, or JSON lines), validate each one, and enqueue "
+            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats. Invalid items are "
+            "reported with their index and the reason; the valid ones are enqueued anyway."
+        ),
         epilog="exit codes: 0 all accepted, 2 some rejected (the rest enqueued), "
         "1 could not enqueue (the output says how many were enqueued before the failure)\n\n"
         "example:\n  hbw enqueue heartbeats.jsonl --json",
@@ -120,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run workers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them "
-        "gracefully: in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest "
-        "go back to their queue. A worker process that dies is restarted.",
+        description=_wrap(
+            "Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them "
+            "gracefully: in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest "
+            "go back to their queue. A worker process that dies is restarted."
+        ),
         epilog=f"queues: {', '.join(QUEUES)}\n\n"
         "examples:\n  hbw worker --processes 2 --threads 4\n"
         "  hbw worker --queues heartbeats          # ingest only\n"
@@ -145,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reprocess",
         help="recompute the derived tables for some days",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Enqueue the recomputation of every derived row fed by the user-days in the "
-        "range (UTC days, inclusive), from the raw heartbeats. Safe to run twice, or beside live "
-        "workers: the result is the same as one run alone. Workers do the work; --wait waits for it.",
+        description=_wrap(
+            "Enqueue the recomputation of every derived row fed by the user-days in the "
+            "range (UTC days, inclusive), from the raw heartbeats. Safe to run twice, or beside live "
+            "workers: the result is the same as one run alone. Workers do the work; --wait waits for it."
+        ),
         epilog="examples:\n  hbw reprocess --yesterday --wait          # the daily cron job\n"
         "  hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice",
     )
@@ -168,20 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo",
         help="run the whole system on a sample week and print a report",
-        description="Apply the schema, generate a realistic week of heartbeats for a few users, "
-        "enqueue them, run workers until everything is drained, and print each user's projects with "
-        "coding time, top languages and editors. Needs no setup: with DATABASE_URL / REDIS_URL unset "
-        "it starts (and afterwards stops) the embedded servers. The sample is always the same week, "
-        "so a second run stores nothing new and prints the same totals.",
+        description=_wrap(
+            "Apply the schema, generate a realistic week of heartbeats for a few users, "
+            "enqueue them, run workers until everything is drained, and print each user's projects with "
+            "coding time, top languages and editors. Needs no setup: with DATABASE_URL / REDIS_URL unset "
+            "it starts (and afterwards stops) the embedded servers. The sample is always the same week, "
+            "so a second run stores nothing new and prints the same totals."
+        ),
     )
 
     up = commands.add_parser(
         "up",
         help="start the embedded servers and run workers in the foreground",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), "
-        "apply the schema and run workers in the foreground. From another terminal, `hbw enqueue "
-        "FILE` finds the same servers. Ctrl-C stops the workers gracefully, then the servers.",
+        description=_wrap(
+            "Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), "
+            "apply the schema and run workers in the foreground. From another terminal, `hbw enqueue "
+            "FILE` finds the same servers. Ctrl-C stops the workers gracefully, then the servers."
+        ),
         epilog="example:\n  hbw up                      # terminal 1\n"
         "  hbw enqueue examples/heartbeats.jsonl     # terminal 2",
     )
