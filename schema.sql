@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 1
+-- schema-version: 2
 
 -- ---------------------------------------------------------------------------------------------
 -- Raw store
@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS user_days (
     PRIMARY KEY (user_id, day)
 );
 CREATE INDEX IF NOT EXISTS user_days_day ON user_days (day);
+-- Set by `hbw prune`: the raw heartbeats of this day are gone, its derived day rows are kept and
+-- are never recomputed again.
+ALTER TABLE user_days ADD COLUMN IF NOT EXISTS pruned_at timestamptz;
 
 -- Derived work not yet done. Written in the same transaction as the raw rows, so a crash between
 -- storing and enqueueing loses nothing. A derived job deletes a row only at the generation it
@@ -210,6 +213,77 @@ LANGUAGE sql STABLE AS $$
     JOIN project_aliases a ON a.user_id = t.user_id AND a.project = t.project
 $$;
 
+-- What each derived day row is (SPEC section 4), computed from the raw heartbeats of the given
+-- user-days. Recomputation writes exactly these rows; `hbw verify` compares the stored ones to them.
+CREATE OR REPLACE FUNCTION hbw_project_days(user_ids text[], days date[], timeout_us bigint)
+RETURNS TABLE (user_id text, day date, project text, coding_us bigint, heartbeat_count integer,
+               first_at timestamptz, last_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT c.user_id, c.day, c.project, sum(c.credited_us)::bigint, count(*)::integer,
+           min(c.time), max(c.time)
+    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
+    WHERE c.project IS NOT NULL
+    GROUP BY c.user_id, c.day, c.project
+$$;
+
+-- Heartbeats without a project count towards no project; without a language, towards 'Other'.
+CREATE OR REPLACE FUNCTION hbw_language_days(user_ids text[], days date[], timeout_us bigint)
+RETURNS TABLE (user_id text, day date, project text, language text, coding_us bigint,
+               heartbeat_count integer, first_at timestamptz, last_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT c.user_id, c.day, c.project, coalesce(c.language, 'Other'), sum(c.credited_us)::bigint,
+           count(*)::integer, min(c.time), max(c.time)
+    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
+    WHERE c.project IS NOT NULL
+    GROUP BY c.user_id, c.day, c.project, coalesce(c.language, 'Other')
+$$;
+
+CREATE OR REPLACE FUNCTION hbw_user_agent_days(user_ids text[], days date[], timeout_us bigint)
+RETURNS TABLE (user_id text, day date, user_agent text, coding_us bigint, heartbeat_count integer,
+               first_at timestamptz, last_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT c.user_id, c.day, c.user_agent, sum(c.credited_us)::bigint, count(*)::integer,
+           min(c.time), max(c.time)
+    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
+    WHERE c.user_agent IS NOT NULL
+    GROUP BY c.user_id, c.day, c.user_agent
+$$;
+
+-- What each total is: the sum of the day rows that feed it, with the alias map applied (so totals
+-- keep the history of pruned days, and an alias change needs no raw heartbeats).
+CREATE OR REPLACE FUNCTION hbw_project_totals(user_ids text[], raw_names text[])
+RETURNS TABLE (user_id text, name text, first_at timestamptz, last_at timestamptz,
+               total_seconds double precision, heartbeat_count bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.user_id, s.project, min(d.first_at), max(d.last_at),
+           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+    FROM hbw_alias_sources(user_ids, raw_names) s
+    JOIN project_days d ON d.user_id = s.user_id AND d.project = s.raw
+    GROUP BY s.user_id, s.project
+$$;
+
+CREATE OR REPLACE FUNCTION hbw_language_totals(user_ids text[], raw_names text[])
+RETURNS TABLE (user_id text, project text, language text, first_at timestamptz,
+               last_at timestamptz, total_seconds double precision, heartbeat_count bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.user_id, s.project, d.language, min(d.first_at), max(d.last_at),
+           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+    FROM hbw_alias_sources(user_ids, raw_names) s
+    JOIN language_days d ON d.user_id = s.user_id AND d.project = s.raw
+    GROUP BY s.user_id, s.project, d.language
+$$;
+
+CREATE OR REPLACE FUNCTION hbw_user_agent_totals(user_ids text[], user_agents text[])
+RETURNS TABLE (user_id text, user_agent text, first_at timestamptz, last_at timestamptz,
+               total_seconds double precision, heartbeat_count bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT d.user_id, d.user_agent, min(d.first_at), max(d.last_at),
+           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+    FROM (SELECT DISTINCT u, a FROM unnest(user_ids, user_agents) AS k(u, a)) AS k
+    JOIN user_agent_days d ON d.user_id = k.u AND d.user_agent = k.a
+    GROUP BY d.user_id, d.user_agent
+$$;
+
 -- A fixed #rrggbb per project name (md5 is stable across PostgreSQL versions and machines).
 CREATE OR REPLACE FUNCTION hbw_project_color(name text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -217,6 +291,31 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                   '#ff9da7', '#9c755f', '#bab0ac', '#1f77b4', '#2ca02c', '#d62728', '#9467bd',
                   '#17becf', '#bcbd22'])[1 + get_byte(decode(md5(name), 'hex'), 0) % 16]
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Operations
+-- ---------------------------------------------------------------------------------------------
+
+-- Reprocess and backfill runs, one row per run key (for example "reprocess:2024-03-01"). A run
+-- holds a session advisory lock on its key while it works, so an overlapping run of the same key
+-- skips instead of doubling the work, and a crashed run's lock goes with its connection. The
+-- cursor (last user-day handed to the workers) lets an interrupted run resume where it stopped.
+CREATE TABLE IF NOT EXISTS reprocess_runs (
+    run_key      text        PRIMARY KEY,
+    kind         text        NOT NULL CHECK (kind IN ('reprocess', 'backfill')),
+    since        date        NOT NULL,
+    until        date        NOT NULL,
+    user_id      text,
+    status       text        NOT NULL CHECK (status IN ('running', 'enqueued', 'done', 'failed')),
+    cursor_day   date,
+    cursor_user  text,
+    user_days    integer     NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    error        text,
+    host         text,
+    pid          integer
+);
 
 CREATE TABLE IF NOT EXISTS hbw_schema (
     singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),

@@ -30,14 +30,18 @@ def mark_pending(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
     return [tuple(r) for r in conn.execute(query("mark_pending"), key_params(keys))]
 
 
-def select_pending(conn: sa.Connection, job: str, keys: Sequence[Key]) -> list[tuple[str, dt.date, int]]:
+def select_pending(
+    conn: sa.Connection, job: str, keys: Sequence[Key]
+) -> list[tuple[str, dt.date, int, bool]]:
+    """(user_id, day, generation, pruned) of the pending ones among `keys`."""
     if not keys:
         return []
     return [tuple(r) for r in conn.execute(query("select_pending"), {"job": job, **key_params(keys)})]
 
 
-def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple[str, dt.date, int]]) -> list[Key]:
-    """Delete rows still at the generation read; returns the keys whose generation moved on."""
+def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple]) -> list[Key]:
+    """Delete rows still at the generation read (items as from select_pending); returns the keys
+    whose generation moved on."""
     if not items:
         return []
     params = {

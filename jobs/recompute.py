@@ -4,7 +4,8 @@ Every derived row is a function of the raw heartbeats, so a recomputation is ide
 may run any number of times, in any order, beside stores and other recomputations:
 
 * per-(job, user) advisory locks, taken in sorted order, serialise work on one user's totals;
-* only user-days still pending are recomputed (duplicates of a message coalesce to nothing);
+* only user-days still pending are recomputed (duplicates of a message coalesce to nothing), and
+  never a pruned one: its raw heartbeats are gone, its day rows are all that is left;
 * a pending row is deleted only at the generation read after the locks were taken, so heartbeats
   stored meanwhile leave it pending and the caller runs it again (``rerun``).
 """
@@ -52,7 +53,7 @@ def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us:
     if not pending:
         return RecomputeResult(job)
 
-    live = [(user_id, day) for user_id, day, _ in pending]
+    live = [(user_id, day) for user_id, day, _, pruned in pending if not pruned]
     changed = db_derived.recompute_days(conn, job, live, timeout_us)
     refresh_totals(conn, job, changed)
     rerun = db_pending.delete_pending(conn, job, pending)

@@ -40,12 +40,14 @@ SET generation = p.generation + 1, updated_at = now(), enqueued_at = now()
 RETURNING p.job, p.user_id, p.day
 
 -- name: select_pending
--- The generation of each of these user-days that is still pending for a job. A job reads this
--- after taking its locks, and later deletes exactly these generations.
-SELECT p.user_id, p.day, p.generation
+-- The generation of each of these user-days that is still pending for a job, and whether the day
+-- was pruned (then there is nothing to recompute from). A job reads this after taking its locks,
+-- and later deletes exactly these generations.
+SELECT p.user_id, p.day, p.generation, u.pruned_at IS NOT NULL AS pruned
 FROM pending_recomputes p
 JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
   ON p.user_id = k.user_id AND p.day = k.day
+LEFT JOIN user_days u ON u.user_id = p.user_id AND u.day = p.day
 WHERE p.job = :job
 ORDER BY p.user_id, p.day
 

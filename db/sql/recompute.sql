@@ -1,6 +1,7 @@
 -- Derived tables. Each job rebuilds its day rows for a set of (user, UTC day) pairs from the raw
--- heartbeats (durations from hbw_credited_heartbeats), then re-sums the totals its changed day
--- rows feed into. Rows that did not change are not written, so recomputing settled data writes
+-- heartbeats, then re-sums the totals its changed day rows feed into. What a day row and a total
+-- are is defined once, by the hbw_*_days and hbw_*_totals functions of schema.sql; these
+-- statements only write what those functions say. Rows that did not change are not written, so recomputing settled data writes
 -- nothing. The caller holds the job's per-user advisory locks.
 
 -- name: lock_users
@@ -10,11 +11,7 @@ SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:lock_keys AS bigint[])) AS k
 -- name: recompute_project_days
 -- Returns the (user, raw project) pairs whose day rows changed.
 WITH fresh AS (
-    SELECT user_id, day, project, sum(credited_us)::bigint AS coding_us, count(*)::int AS heartbeat_count,
-           min(time) AS first_at, max(time) AS last_at
-    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
-    WHERE project IS NOT NULL
-    GROUP BY user_id, day, project
+    SELECT * FROM hbw_project_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
 ), removed AS (
     DELETE FROM project_days d
     USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
@@ -37,15 +34,9 @@ UNION
 SELECT user_id, project AS key FROM upserted
 
 -- name: recompute_language_days
--- Heartbeats without a project count towards no project, so not here either; a heartbeat without
--- a language counts as 'Other'. Returns the (user, raw project) pairs whose day rows changed.
+-- Returns the (user, raw project) pairs whose day rows changed.
 WITH fresh AS (
-    SELECT user_id, day, project, coalesce(language, 'Other') AS language,
-           sum(credited_us)::bigint AS coding_us, count(*)::int AS heartbeat_count,
-           min(time) AS first_at, max(time) AS last_at
-    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
-    WHERE project IS NOT NULL
-    GROUP BY user_id, day, project, coalesce(language, 'Other')
+    SELECT * FROM hbw_language_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
 ), removed AS (
     DELETE FROM language_days d
     USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
@@ -70,14 +61,9 @@ UNION
 SELECT user_id, project AS key FROM upserted
 
 -- name: recompute_user_agent_days
--- Heartbeats without a user agent have no row. Returns the (user, user agent) pairs whose day
--- rows changed.
+-- Returns the (user, user agent) pairs whose day rows changed.
 WITH fresh AS (
-    SELECT user_id, day, user_agent, sum(credited_us)::bigint AS coding_us,
-           count(*)::int AS heartbeat_count, min(time) AS first_at, max(time) AS last_at
-    FROM hbw_credited_heartbeats(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
-    WHERE user_agent IS NOT NULL
-    GROUP BY user_id, day, user_agent
+    SELECT * FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
 ), removed AS (
     DELETE FROM user_agent_days d
     USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
@@ -105,12 +91,7 @@ SELECT user_id, user_agent AS key FROM upserted
 WITH sources AS (
     SELECT * FROM hbw_alias_sources(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
 ), totals AS (
-    SELECT s.user_id, s.project AS name, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
-           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
-           sum(d.heartbeat_count)::bigint AS heartbeat_count
-    FROM sources s
-    JOIN project_days d ON d.user_id = s.user_id AND d.project = s.raw
-    GROUP BY s.user_id, s.project
+    SELECT * FROM hbw_project_totals(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
 ), removed AS (
     DELETE FROM projects p
     USING (SELECT DISTINCT user_id, project FROM sources) t
@@ -134,12 +115,7 @@ WHERE (p.first_heartbeat_at, p.last_heartbeat_at, p.total_seconds, p.heartbeat_c
 WITH sources AS (
     SELECT * FROM hbw_alias_sources(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
 ), totals AS (
-    SELECT s.user_id, s.project, d.language, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
-           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
-           sum(d.heartbeat_count)::bigint AS heartbeat_count
-    FROM sources s
-    JOIN language_days d ON d.user_id = s.user_id AND d.project = s.raw
-    GROUP BY s.user_id, s.project, d.language
+    SELECT * FROM hbw_language_totals(CAST(:user_ids AS text[]), CAST(:raw_names AS text[]))
 ), removed AS (
     DELETE FROM project_languages pl
     USING (SELECT DISTINCT user_id, project FROM sources) t
@@ -174,12 +150,7 @@ WITH parsed AS (
     ) AS p(user_id, user_agent, editor, editor_version, plugin, plugin_version, cli_version, os,
            is_browser_extension, version_major, version_minor, version_patch, version_prerelease)
 ), totals AS (
-    SELECT d.user_id, d.user_agent, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
-           (sum(d.coding_us) / 1e6)::double precision AS total_seconds,
-           sum(d.heartbeat_count)::bigint AS heartbeat_count
-    FROM parsed p
-    JOIN user_agent_days d ON d.user_id = p.user_id AND d.user_agent = p.user_agent
-    GROUP BY d.user_id, d.user_agent
+    SELECT * FROM hbw_user_agent_totals(CAST(:user_ids AS text[]), CAST(:user_agents AS text[]))
 ), removed AS (
     DELETE FROM user_agents u
     USING parsed p
