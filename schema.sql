@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS user_days (
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, day)
 );
-CREATE INDEX IF NOT EXISTS user_days_day ON user_days (day);
+-- Runs walk user-days in (day, user) order.
+DROP INDEX IF EXISTS user_days_day;
+CREATE INDEX IF NOT EXISTS user_days_day_user ON user_days (day, user_id);
 -- Set by `hbw prune`: the raw heartbeats of this day are gone, its derived day rows are kept and
 -- are never recomputed again.
 ALTER TABLE user_days ADD COLUMN IF NOT EXISTS pruned_at timestamptz;
@@ -191,16 +193,20 @@ LANGUAGE sql STABLE AS $$
     ) AS ordered
 $$;
 
--- The alias rule (SPEC section 4) in one place. For raw project names whose day rows changed:
--- every canonical project they affect, with each raw name that sums into it. A canonical name that
--- is itself an alias appears with raw NULL (nothing sums into it), so its totals get deleted.
+-- The alias rule (SPEC section 4) in one place. For raw project names whose day rows changed (or
+-- whose alias changed): every project whose totals they affect, that is each name itself and the
+-- project it is an alias of, with each raw name that sums into that project. A name that is an
+-- alias gets raw NULL (nothing sums into it), so its totals row is deleted: no `projects` row is
+-- ever left under an alias name.
 CREATE OR REPLACE FUNCTION hbw_alias_sources(user_ids text[], raw_names text[])
 RETURNS TABLE (user_id text, project text, raw text)
 LANGUAGE sql STABLE AS $$
     WITH targets AS (
-        SELECT DISTINCT c.u AS user_id, coalesce(a.project, c.r) AS project
+        SELECT DISTINCT c.u AS user_id, t.project
         FROM unnest(user_ids, raw_names) AS c(u, r)
         LEFT JOIN project_aliases a ON a.user_id = c.u AND a.alias = c.r
+        CROSS JOIN LATERAL (VALUES (c.r), (a.project)) AS t(project)
+        WHERE t.project IS NOT NULL
     )
     SELECT t.user_id, t.project,
            CASE WHEN EXISTS (SELECT 1 FROM project_aliases a

@@ -25,9 +25,11 @@ def mark_enqueued(conn: sa.Connection, items: Sequence[JobKey]) -> None:
 
 
 def mark_pending(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
+    """Mark these user-days pending for every derived job; returns the rows that need a message."""
     if not keys:
         return []
-    return [tuple(r) for r in conn.execute(query("mark_pending"), key_params(keys))]
+    rows = conn.execute(query("mark_pending"), key_params(keys))
+    return [(job, user_id, day) for job, user_id, day, needs_message in rows if needs_message]
 
 
 def select_pending(
@@ -72,9 +74,3 @@ def count_pending(conn: sa.Connection) -> int:
 def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
     params = {"since": since, "until": until, "user_id": user_id}
     return conn.execute(query("count_pending_between"), params).scalar_one()
-
-
-def select_user_days(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> list[Key]:
-    """User-days with raw heartbeats in [since, until], in day order."""
-    params = {"since": since, "until": until, "user_id": user_id}
-    return [tuple(r) for r in conn.execute(query("select_user_days"), params)]

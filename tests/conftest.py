@@ -28,7 +28,7 @@ from worker.settings import Settings, get_settings
 
 TABLES = (
     "heartbeats", "user_days", "pending_recomputes", "project_aliases", "project_days", "language_days",
-    "user_agent_days", "projects", "project_languages", "user_agents",
+    "user_agent_days", "projects", "project_languages", "user_agents", "reprocess_runs",
 )  # fmt: skip
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
@@ -61,6 +60,7 @@ examples:
   hbw worker --processes 2 --threads 4
   hbw worker --burst
   hbw reprocess --yesterday --wait
+  hbw alias add alice web-app-old web-app
 """
 
 
@@ -159,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrap(
             "Enqueue the recomputation of every derived row fed by the user-days in the "
-            "range (UTC days, inclusive), from the raw heartbeats. Safe to run twice, or beside live "
-            "workers: the result is the same as one run alone. Workers do the work; --wait waits for it."
+            "range (UTC days, inclusive), from the raw heartbeats; pruned days are left alone. Workers "
+            "do the work; --wait waits for it (and the exit code then says whether it got done). Safe "
+            "beside live workers. A run with the same range that is in progress is not doubled (this "
+            "one reports it and exits 0, or waits for it with --wait); one already done is skipped "
+            "unless --force. An interrupted run resumes where it stopped."
         ),
         epilog="examples:\n  hbw reprocess --yesterday --wait          # the daily cron job\n"
-        "  hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice",
+        "  hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice\n\n"
+        "exit codes: 0 done, handed over (without --wait) or skipped; 1 timed out or failed",
     )
     when = reprocess.add_mutually_exclusive_group(required=True)
     when.add_argument("--date", type=_date, metavar="YYYY-MM-DD", help="one UTC day")
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
     reprocess.add_argument("--user", metavar="USER_ID", help="only this user")
     reprocess.add_argument("--wait", action="store_true", help="wait until the workers have done it")
+    reprocess.add_argument("--force", action="store_true", help="run again a range that was already done")
     reprocess.add_argument(
         "--timeout",
         type=float,
@@ -179,6 +184,81 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up waiting after this long (default 3600)",
     )
+    backfill = commands.add_parser(
+        "backfill",
+        help="recompute the derived tables over all history (or a range)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Recompute every derived row fed by the user-days with raw heartbeats in the range "
+            "(default: all of them), once, when adopting the system or after changing "
+            "HBW_TIMEOUT_SECONDS. Workers do the work; the backfill hands it over a chunk at a time, "
+            "waiting for them to keep up, so it never holds a long transaction or floods Redis, and "
+            "shows its progress. Interrupted (Ctrl-C, crash), the same command resumes where it "
+            "stopped. Safe beside live workers and beside another run."
+        ),
+        epilog="examples:\n  hbw backfill\n  hbw backfill --since 2024-01-01 --user alice",
+    )
+    backfill.add_argument(
+        "--since", type=_date, metavar="YYYY-MM-DD", help="first UTC day (default: the first)"
+    )
+    backfill.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    backfill.add_argument("--user", metavar="USER_ID", help="only this user")
+    backfill.add_argument("--force", action="store_true", help="start over even if this backfill was done")
+    backfill.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)"
+    )
+
+    alias = commands.add_parser(
+        "alias",
+        help="merge or rename projects with aliases",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "A heartbeat whose project is an alias counts towards the aliased project, for all "
+            "history: adding or removing an alias re-sums the affected projects at once (raw "
+            "heartbeats are not needed, so it works for pruned days too), and afterwards no project "
+            "is listed under an alias name. Aliases do not chain: an alias of an alias is refused."
+        ),
+        epilog="examples:\n  hbw alias add alice web-app-old web-app\n  hbw alias rm alice web-app-old\n"
+        "  hbw alias list alice",
+    )
+    alias_commands = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)
+    alias_add = alias_commands.add_parser("add", help="count ALIAS towards PROJECT")
+    alias_add.add_argument("user", metavar="USER")
+    alias_add.add_argument("alias", metavar="ALIAS")
+    alias_add.add_argument("project", metavar="PROJECT")
+    alias_rm = alias_commands.add_parser("rm", help="count ALIAS as its own project again")
+    alias_rm.add_argument("user", metavar="USER")
+    alias_rm.add_argument("alias", metavar="ALIAS")
+    alias_list = alias_commands.add_parser("list", help="list a user's aliases")
+    alias_list.add_argument("user", metavar="USER")
+    alias_list.add_argument("--json", action="store_true", help="print JSON")
+
+    project = commands.add_parser(
+        "project",
+        help="list projects, set their display name, color, description, archived flag",
+        description=_wrap(
+            "User-owned project metadata. Processing never overwrites it: it only sets a color, "
+            "chosen from the name, when it first creates a project."
+        ),
+    )
+    project_commands = project.add_subparsers(dest="project_command", metavar="ACTION", required=True)
+    project_list = project_commands.add_parser("list", help="a user's projects with coding time and metadata")
+    project_list.add_argument("user", metavar="USER")
+    project_list.add_argument("--json", action="store_true", help="print JSON")
+    project_set = project_commands.add_parser("set", help="set metadata of one project")
+    project_set.add_argument("user", metavar="USER")
+    project_set.add_argument("project", metavar="PROJECT")
+    project_set.add_argument(
+        "--display-name", metavar="TEXT", help="shown instead of the name ('' clears it)"
+    )
+    project_set.add_argument("--color", metavar="#RRGGBB", help="for example #1f77b4")
+    project_set.add_argument("--description", metavar="TEXT", help="free text ('' clears it)")
+    archived = project_set.add_mutually_exclusive_group()
+    archived.add_argument(
+        "--archived", dest="is_archived", action="store_true", default=None, help="archive it"
+    )
+    archived.add_argument("--unarchived", dest="is_archived", action="store_false", help="unarchive it")
+
     commands.add_parser(
         "demo",
         help="run the whole system on a sample week and print a report",
@@ -222,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enqueue": cmd_enqueue,
         "worker": cmd_worker,
         "reprocess": cmd_reprocess,
+        "backfill": cmd_backfill,
         "demo": cmd_demo,
         "up": cmd_up,
+        "alias": cmd_alias,
+        "project": cmd_project,
     }[args.command]
     try:
         return handler(args, settings)
@@ -330,6 +413,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.runs import RunSpec, run_key
+
     today = dt.datetime.now(dt.UTC).date()
     if args.yesterday:
         since = until = today - dt.timedelta(days=1)
@@ -341,39 +426,123 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--until goes with --since")
     if until < since:
         raise ConfigError(f"--until {until} is before --since {since}")
+    spec = RunSpec("reprocess", run_key("reprocess", since, until, args.user), since, until, args.user)
+    return _run(args, settings, spec, wait=args.wait, pace=False)
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from db import runs as db_runs
+    from worker.database import get_engine
+    from worker.runs import RunSpec, run_key
+
     with _servers(settings) as settings:
-        return _reprocess(settings, since, until, args)
+        with get_engine(settings.database_url).connect() as conn:
+            first, _ = db_runs.select_day_range(conn)
+        since = args.since or first
+        until = args.until or dt.datetime.now(dt.UTC).date()
+        if since is None:
+            print("nothing to backfill: no heartbeats stored yet")
+            return EXIT_OK
+        if until < since:
+            raise ConfigError(f"--until {until} is before --since {since}")
+        # The key names what was asked, so a rerun resumes even after the defaults moved on.
+        key = run_key("backfill", args.since or "first", args.until or "today", args.user)
+        return _run(args, settings, RunSpec("backfill", key, since, until, args.user), wait=True, pace=True)
 
 
-def _reprocess(settings: Settings, since: dt.date, until: dt.date, args: argparse.Namespace) -> int:
-    from jobs.reprocess import mark_range_pending, pending_between
+def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace: bool) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from worker.broker import setup_broker
     from worker.database import get_engine
-    from worker.producer import send_recomputes
+    from worker.runs import execute_run
 
-    broker = setup_broker(settings)
-    engine = get_engine(settings.database_url)
-    user_days = messages = 0
-    for items in mark_range_pending(engine, since, until, user_id=args.user):
-        user_days += len({(user_id, day) for _, user_id, day in items})
-        messages += send_recomputes(
-            engine, items, keys_per_message=settings.recompute_keys_per_message, broker=broker
-        )
-    print(f"reprocess {since}..{until}: {user_days} user-day(s), {messages} message(s) enqueued")
-    log.info("reprocess.enqueued", since=str(since), until=str(until), user_days=user_days, messages=messages)
-    if not args.wait:
-        return EXIT_OK
+    with _servers(settings) as settings:
+        engine, broker = get_engine(settings.database_url), setup_broker(settings)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        bar = Progress(*columns, transient=False, disable=not (wait and pace))
+        with bar:
+            task = bar.add_task(f"{spec.key}: user-days recomputed", total=None)
+            try:
+                outcome = execute_run(
+                    engine,
+                    broker,
+                    spec,
+                    keys_per_message=settings.recompute_keys_per_message,
+                    force=args.force,
+                    wait=wait,
+                    timeout=args.timeout,
+                    pace=pace,
+                    progress=lambda done, total: bar.update(task, completed=max(done, 0), total=total),
+                )
+            except KeyboardInterrupt:
+                print(f"interrupted: run the same command again to resume {spec.key}", file=sys.stderr)
+                return EXIT_FAILED
+    stream = sys.stderr if outcome.exit_code else sys.stdout
+    print(outcome.message, file=stream)
+    return outcome.exit_code
 
-    deadline = time.monotonic() + args.timeout
-    while (left := pending_between(engine, since, until, user_id=args.user)) > 0:
-        if time.monotonic() > deadline:
-            print(
-                f"timed out after {args.timeout:g}s with {left} recomputation(s) still pending",
-                file=sys.stderr,
+
+def cmd_alias(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.projects import ProjectError, add_alias, list_aliases, remove_alias
+    from worker.database import get_engine
+
+    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+        try:
+            if args.alias_command == "add":
+                change = add_alias(conn, args.user, args.alias, args.project)
+                was = f" (was an alias of {change.previous!r})" if change.previous else ""
+                print(f"{change.alias!r} now counts towards {change.project!r}{was}")
+            elif args.alias_command == "rm":
+                change = remove_alias(conn, args.user, args.alias)
+                print(
+                    f"{change.alias!r} counts as its own project again (was an alias of {change.previous!r})"
+                )
+            else:
+                aliases = list_aliases(conn, args.user)
+                if args.json:
+                    print(json.dumps([{"alias": a, "project": p} for a, p in aliases]))
+                for alias, project in [] if args.json else aliases:
+                    print(f"{alias} -> {project}")
+        except ProjectError as e:
+            print(f"hbw: {e}", file=sys.stderr)
+            return EXIT_REJECTED
+    return EXIT_OK
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.projects import ProjectError, list_projects, set_project_metadata
+    from worker.database import get_engine
+
+    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+        if args.project_command == "list":
+            projects = list_projects(conn, args.user)
+            if args.json:
+                print(json.dumps(projects, default=str))
+            for row in [] if args.json else projects:
+                shown = f" ({row['display_name']})" if row["display_name"] else ""
+                archived = " [archived]" if row["is_archived"] else ""
+                print(f"{row['name']}{shown}  {row['color']}  {row['total_seconds'] / 3600:.2f} h{archived}")
+            return EXIT_OK
+        fields = {
+            name: value
+            for name, value in (
+                ("display_name", args.display_name),
+                ("color", args.color),
+                ("description", args.description),
+                ("is_archived", args.is_archived),
             )
-            return EXIT_FAILED
-        time.sleep(0.5)
-    print("done: every recomputation in the range has run")
+            if value is not None
+        }
+        if not fields:
+            print("hbw: nothing to set (see `hbw project set --help`)", file=sys.stderr)
+            return EXIT_REJECTED
+        try:
+            row = set_project_metadata(conn, args.user, args.project, **fields)
+        except ProjectError as e:
+            print(f"hbw: {e}", file=sys.stderr)
+            return EXIT_REJECTED
+    print(json.dumps(row, default=str))
     return EXIT_OK
 
 

@@ -28,16 +28,17 @@ FROM target t
 WHERE p.job = t.job AND p.user_id = t.user_id AND p.day = t.day
 
 -- name: mark_pending
--- Ask for a recomputation of these user-days by every derived job (reprocessing); returns the
--- rows so the caller sends their messages.
-INSERT INTO pending_recomputes AS p (job, user_id, day, enqueued_at)
-SELECT j.job, k.user_id, k.day, now()
+-- Ask for a recomputation of these user-days by every derived job (reprocessing). Returns the
+-- rows that need a message: those a queued message does not already cover (the bumped generation
+-- makes a queued or running job recompute them anyway).
+INSERT INTO pending_recomputes AS p (job, user_id, day)
+SELECT j.job, k.user_id, k.day
 FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
 CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
 ORDER BY j.job, k.user_id, k.day
 ON CONFLICT (job, user_id, day) DO UPDATE
-SET generation = p.generation + 1, updated_at = now(), enqueued_at = now()
-RETURNING p.job, p.user_id, p.day
+SET generation = p.generation + 1, updated_at = now()
+RETURNING p.job, p.user_id, p.day, p.enqueued_at IS NULL AS needs_message
 
 -- name: select_pending
 -- The generation of each of these user-days that is still pending for a job, and whether the day

@@ -78,7 +78,14 @@ def test_two_processes_with_threads_and_concurrent_reprocess_equal_reference(db,
             for _ in range(3):
                 time.sleep(random.uniform(0.1, 0.5))
                 code = cli.main(
-                    ["reprocess", "--since", str(stream.first_day), "--until", str(stream.last_day)]
+                    [
+                        "reprocess",
+                        "--since",
+                        str(stream.first_day),
+                        "--until",
+                        str(stream.last_day),
+                        "--force",
+                    ]
                 )
                 assert code == 0
                 overlapped.append(not queues_empty(broker, QUEUES))  # workers still busy

@@ -1,0 +1,70 @@
+"""Reprocess and backfill runs: their row, their lock, and the user-days they walk through."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from db.queries import Key, query
+
+
+def try_lock_run(conn: sa.Connection, lock_key: int) -> bool:
+    return conn.execute(query("try_lock_run"), {"lock_key": lock_key}).scalar_one()
+
+
+def unlock_run(conn: sa.Connection, lock_key: int) -> None:
+    conn.execute(query("unlock_run"), {"lock_key": lock_key})
+
+
+def select_run(conn: sa.Connection, run_key: str) -> sa.Row | None:
+    return conn.execute(query("select_run"), {"run_key": run_key}).one_or_none()
+
+
+def start_run(conn: sa.Connection, *, fresh: bool, **fields) -> sa.Row:
+    """fields: run_key, kind, since, until, user_id, host, pid."""
+    return conn.execute(query("start_run"), {"fresh": fresh, **fields}).one()
+
+
+def advance_run(conn: sa.Connection, run_key: str, cursor: Key, count: int) -> None:
+    params = {"run_key": run_key, "cursor_user": cursor[0], "cursor_day": cursor[1], "count": count}
+    conn.execute(query("advance_run"), params)
+
+
+def finish_run(conn: sa.Connection, run_key: str, status: str, error: str | None = None) -> None:
+    conn.execute(query("finish_run"), {"run_key": run_key, "status": status, "error": error})
+
+
+def select_user_days_after(
+    conn: sa.Connection,
+    since: dt.date,
+    until: dt.date,
+    user_id: str | None,
+    cursor: tuple[str | None, dt.date | None],
+    limit: int,
+) -> list[Key]:
+    params = {
+        "since": since, "until": until, "user_id": user_id,
+        "cursor_user": cursor[0], "cursor_day": cursor[1], "limit": limit,
+    }  # fmt: skip
+    return [tuple(r) for r in conn.execute(query("select_user_days_after"), params)]
+
+
+def count_user_days(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
+    params = {"since": since, "until": until, "user_id": user_id}
+    return conn.execute(query("count_user_days"), params).scalar_one()
+
+
+def select_day_range(conn: sa.Connection) -> tuple[dt.date | None, dt.date | None]:
+    first, last = conn.execute(query("select_day_range")).one()
+    return first, last
+
+
+def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
+    params = {"since": since, "until": until, "user_id": user_id}
+    return conn.execute(query("count_pending_between"), params).scalar_one()
+
+
+def select_latest_runs(conn: sa.Connection, limit: int = 10) -> Sequence[sa.Row]:
+    return list(conn.execute(query("select_latest_runs"), {"limit": limit}))

@@ -1,0 +1,69 @@
+-- Reprocess and backfill runs (table reprocess_runs), and the user-days they walk through.
+
+-- name: try_lock_run
+-- Session-level: held until unlocked or until the connection ends (a crashed run loses it).
+SELECT pg_try_advisory_lock(:lock_key)
+
+-- name: unlock_run
+SELECT pg_advisory_unlock(:lock_key)
+
+-- name: select_run
+SELECT * FROM reprocess_runs WHERE run_key = :run_key
+
+-- name: start_run
+-- A fresh run (cursor reset) or the resumption of an interrupted one (cursor kept).
+INSERT INTO reprocess_runs AS r (run_key, kind, since, until, user_id, status, host, pid)
+VALUES (:run_key, :kind, :since, :until, :user_id, 'running', :host, :pid)
+ON CONFLICT (run_key) DO UPDATE
+SET status = 'running', host = excluded.host, pid = excluded.pid, error = NULL, finished_at = NULL,
+    started_at = CASE WHEN :fresh THEN now() ELSE r.started_at END,
+    since = CASE WHEN :fresh THEN excluded.since ELSE r.since END,
+    until = CASE WHEN :fresh THEN excluded.until ELSE r.until END,
+    cursor_day = CASE WHEN :fresh THEN NULL ELSE r.cursor_day END,
+    cursor_user = CASE WHEN :fresh THEN NULL ELSE r.cursor_user END,
+    user_days = CASE WHEN :fresh THEN 0 ELSE r.user_days END
+RETURNING *
+
+-- name: advance_run
+UPDATE reprocess_runs
+SET cursor_day = :cursor_day, cursor_user = :cursor_user, user_days = user_days + :count
+WHERE run_key = :run_key
+
+-- name: finish_run
+UPDATE reprocess_runs
+SET status = :status, error = :error, finished_at = CASE WHEN :status = 'running' THEN NULL ELSE now() END
+WHERE run_key = :run_key
+
+-- name: select_user_days_after
+-- The next user-days of a run, in (day, user) order after its cursor; pruned days are skipped
+-- (their raw heartbeats are gone, their derived rows are all that is left).
+SELECT user_id, day
+FROM user_days
+WHERE day BETWEEN :since AND :until
+  AND pruned_at IS NULL
+  AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
+  AND (CAST(:cursor_day AS date) IS NULL
+       OR (day, user_id) > (CAST(:cursor_day AS date), CAST(:cursor_user AS text)))
+ORDER BY day, user_id
+LIMIT :limit
+
+-- name: count_user_days
+SELECT count(*)
+FROM user_days
+WHERE day BETWEEN :since AND :until
+  AND pruned_at IS NULL
+  AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
+
+-- name: select_day_range
+-- First and last day with raw heartbeats (a backfill's default range).
+SELECT min(day), max(day) FROM user_days WHERE pruned_at IS NULL
+
+-- name: count_pending_between
+-- Recomputations still pending in [since, until], optionally for one user.
+SELECT count(*)
+FROM pending_recomputes
+WHERE day BETWEEN :since AND :until
+  AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
+
+-- name: select_latest_runs
+SELECT * FROM reprocess_runs ORDER BY started_at DESC LIMIT :limit

@@ -1,0 +1,198 @@
+"""Reprocess and backfill runs (SPEC section 5): the daily cron job and the one-time backfill.
+
+A run marks the user-days of a range pending for the three derived jobs, a chunk at a time, and
+sends the workers their messages; the workers recompute exactly as they do for fresh data. Each
+run has a key ("reprocess:2024-03-01", "backfill:first..last") and a row in `reprocess_runs`:
+
+* while it works it holds a session advisory lock on its key: an overlapping run of the same key
+  does not double the work, it reports the other run and exits 0 (or, with `wait`, waits for it);
+  the lock dies with a crashed run's connection;
+* a finished ("done") key is not run again unless forced;
+* each chunk is marked pending and the run's cursor advanced in one short transaction, so an
+  interrupted run resumes after the last chunk it handed over: it skips nothing it must do (pending
+  rows outlive any crash) and redoes little;
+* a backfill paces itself: it hands over the next chunk only when the workers have caught up, so it
+  never floods Redis, and shows its progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dramatiq
+import sqlalchemy as sa
+
+from db import pending as db_pending
+from db import runs as db_runs
+from worker.logs import get_logger
+from worker.producer import send_recomputes
+
+log = get_logger("hbw.runs")
+
+#: Derived jobs per user-day (pending rows are per job).
+JOBS_PER_DAY = 3
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    kind: str  # "reprocess" or "backfill"
+    key: str
+    since: dt.date
+    until: dt.date
+    user_id: str | None = None
+
+
+def run_key(kind: str, since: object, until: object, user_id: str | None = None) -> str:
+    span = f"{since}" if since == until else f"{since}..{until}"
+    return f"{kind}:{span}" + (f":{user_id}" if user_id else "")
+
+
+@dataclass
+class RunOutcome:
+    status: str  # done | enqueued | skipped | timeout
+    message: str
+    user_days: int = 0
+    messages: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.status == "timeout" else 0
+
+
+Progress = Callable[[int, int], None]
+
+
+def _lock_key(run_key_: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"run\x1f{run_key_}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def execute_run(
+    engine: sa.Engine,
+    broker: dramatiq.Broker,
+    spec: RunSpec,
+    *,
+    keys_per_message: int,
+    force: bool = False,
+    wait: bool = False,
+    timeout: float | None = None,
+    chunk_size: int = 1000,
+    pace: bool = False,
+    progress: Progress | None = None,
+    poll: float = 0.5,
+) -> RunOutcome:
+    deadline = time.monotonic() + timeout if timeout else None
+    lock_key = _lock_key(spec.key)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
+        while not db_runs.try_lock_run(lock_conn, lock_key):
+            if not wait:
+                other = db_runs.select_run(lock_conn, spec.key)
+                by = (
+                    f" (started {other.started_at:%Y-%m-%d %H:%M:%S} on {other.host}, pid {other.pid})"
+                    if other
+                    else ""
+                )
+                return RunOutcome(
+                    "skipped", f"another run of {spec.key} is in progress{by}; not doubling its work"
+                )
+            if _past(deadline):
+                return RunOutcome("timeout", f"timed out waiting for another run of {spec.key}")
+            time.sleep(poll)
+        try:
+            return _execute_locked(
+                engine,
+                broker,
+                spec,
+                keys_per_message,
+                force,
+                wait,
+                deadline,
+                chunk_size,
+                pace,
+                progress,
+                poll,
+            )
+        finally:
+            db_runs.unlock_run(lock_conn, lock_key)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+def _execute_locked(
+    engine, broker, spec, keys_per_message, force, wait, deadline, chunk_size, pace, progress, poll
+):
+    with engine.begin() as conn:
+        previous = db_runs.select_run(conn, spec.key)
+    if previous is not None and previous.status == "done" and not force:
+        done_at = f"{previous.finished_at:%Y-%m-%d %H:%M:%S}"
+        return RunOutcome("skipped", f"{spec.key} was already done at {done_at} (--force runs it again)")
+    fresh = force or previous is None
+    with engine.begin() as conn:
+        run = db_runs.start_run(
+            conn, fresh=fresh, run_key=spec.key, kind=spec.kind, since=spec.since, until=spec.until,
+            user_id=spec.user_id, host=socket.gethostname(), pid=os.getpid(),
+        )  # fmt: skip
+    if not fresh:
+        log.info("run.resumed", run_key=spec.key, after=str(run.cursor_day), user_days=run.user_days)
+    since, until, user_id = run.since, run.until, run.user_id
+
+    def outstanding() -> int:
+        with engine.connect() as conn:
+            return -(-db_runs.count_pending_between(conn, since, until, user_id) // JOBS_PER_DAY)
+
+    try:
+        with engine.connect() as conn:
+            total = db_runs.count_user_days(conn, since, until, user_id)
+        handed, messages, cursor = run.user_days, 0, (run.cursor_user, run.cursor_day)
+        while True:
+            with engine.connect() as conn:
+                keys = db_runs.select_user_days_after(conn, since, until, user_id, cursor, chunk_size)
+            if not keys:
+                break
+            while pace and outstanding() > 2 * chunk_size:  # let the workers catch up first
+                if progress:
+                    progress(handed - outstanding(), total)
+                if _past(deadline):
+                    return RunOutcome("timeout", f"timed out handing over {spec.key}", handed, messages)
+                time.sleep(poll)
+            with engine.begin() as conn:
+                items = db_pending.mark_pending(conn, keys)
+                db_runs.advance_run(conn, spec.key, keys[-1], len(keys))
+            messages += send_recomputes(engine, items, keys_per_message=keys_per_message, broker=broker)
+            handed, cursor = handed + len(keys), keys[-1]
+            if progress:
+                progress(handed - outstanding(), total)
+        with engine.begin() as conn:
+            db_runs.finish_run(conn, spec.key, "enqueued")
+        log.info("run.enqueued", run_key=spec.key, user_days=handed, messages=messages)
+        if not wait:
+            return RunOutcome(
+                "enqueued", f"{spec.key}: {handed} user-day(s) handed to the workers", handed, messages
+            )
+
+        while (left := outstanding()) > 0:
+            if progress:
+                progress(handed - left, total)
+            if _past(deadline):
+                return RunOutcome("timeout", f"timed out with {left} user-day(s) of {spec.key} still to do",
+                                  handed, messages)  # fmt: skip
+            time.sleep(poll)
+        if progress:
+            progress(total, total)
+        with engine.begin() as conn:
+            db_runs.finish_run(conn, spec.key, "done")
+        log.info("run.done", run_key=spec.key, user_days=handed)
+        return RunOutcome("done", f"{spec.key}: done, {handed} user-day(s) recomputed", handed, messages)
+    except Exception as e:
+        with engine.begin() as conn:
+            db_runs.finish_run(conn, spec.key, "failed", f"{type(e).__name__}: {e}")
+        raise
