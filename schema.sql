@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS pending_recomputes (
     enqueued_at  timestamptz,
     PRIMARY KEY (job, user_id, day)
 );
+-- Set by reprocessing: besides the day, re-sum every total of the user from the day rows, which
+-- also repairs totals that drifted on their own.
+ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS full_refresh boolean NOT NULL DEFAULT false;
 
 -- ---------------------------------------------------------------------------------------------
 -- User-owned data

@@ -33,6 +33,12 @@ def recompute_days(
     return [tuple(r) for r in conn.execute(query(DAY_QUERIES[job]), params)]
 
 
+def select_total_names(conn: sa.Connection, job: str, user_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Every (user, name) the job's totals of these users are or should be under."""
+    params = {"job": job, "user_ids": list(user_ids)}
+    return [tuple(r) for r in conn.execute(query("select_total_names"), params)]
+
+
 def refresh_projects(conn: sa.Connection, pairs: Sequence[tuple[str, str]]) -> None:
     if pairs:
         conn.execute(query("refresh_projects"), _pairs(pairs))

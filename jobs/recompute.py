@@ -53,8 +53,11 @@ def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us:
     if not pending:
         return RecomputeResult(job)
 
-    live = [(user_id, day) for user_id, day, _, pruned in pending if not pruned]
+    live = [(user_id, day) for user_id, day, _, pruned, _ in pending if not pruned]
     changed = db_derived.recompute_days(conn, job, live, timeout_us)
+    full = sorted({user_id for user_id, _, _, _, full_refresh in pending if full_refresh})
+    if full:  # reprocessing: re-sum every total of these users, which repairs any drift
+        changed = changed + db_derived.select_total_names(conn, job, full)
     refresh_totals(conn, job, changed)
     rerun = db_pending.delete_pending(conn, job, pending)
     return RecomputeResult(job, recomputed=live, rerun=rerun, changed=len(changed))

@@ -208,6 +208,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)"
     )
 
+    verify = commands.add_parser(
+        "verify",
+        help="check the derived tables against the raw heartbeats",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Recompute, in read-only transactions, the derived rows of the user-days in the range "
+            "(default: all) and the totals of their users, and report every row that differs from "
+            "what is stored: missing, extra, or other seconds or counts. User-days with work still "
+            "pending are skipped (they differ until the workers catch up). Writes nothing; "
+            "`hbw reprocess` over the same range repairs any drift."
+        ),
+        epilog="exit codes: 0 no drift, 1 drift found\n\nexamples:\n  hbw verify --yesterday\n"
+        "  hbw verify --since 2024-01-01 --until 2024-01-31 --json",
+    )
+    verify_when = verify.add_mutually_exclusive_group()
+    verify_when.add_argument("--date", type=_date, metavar="YYYY-MM-DD", help="one UTC day")
+    verify_when.add_argument("--yesterday", action="store_true", help="yesterday (UTC)")
+    verify_when.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="first UTC day of a range")
+    verify.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    verify.add_argument("--user", metavar="USER_ID", help="only this user")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete old raw heartbeats, keeping what they add up to",
+        description=_wrap(
+            "Delete the raw heartbeats of every UTC day before DATE, in small batches, and mark those "
+            "days pruned. Their derived day rows are kept, so projects, languages and editors totals "
+            "do not change, and no reprocess or backfill recomputes a pruned day again. Interrupted, "
+            "the same command continues where it stopped."
+        ),
+        epilog="example:\n  hbw prune --before 2024-01-01",
+    )
+    prune.add_argument("--before", type=_date, required=True, metavar="YYYY-MM-DD", help="first day to keep")
+    prune.add_argument("--dry-run", action="store_true", help="only say how many days would be pruned")
+
     alias = commands.add_parser(
         "alias",
         help="merge or rename projects with aliases",
@@ -303,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": cmd_worker,
         "reprocess": cmd_reprocess,
         "backfill": cmd_backfill,
+        "prune": cmd_prune,
+        "verify": cmd_verify,
         "demo": cmd_demo,
         "up": cmd_up,
         "alias": cmd_alias,
@@ -415,17 +453,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
     from worker.runs import RunSpec, run_key
 
-    today = dt.datetime.now(dt.UTC).date()
-    if args.yesterday:
-        since = until = today - dt.timedelta(days=1)
-    elif args.date:
-        since = until = args.date
-    else:
-        since, until = args.since, args.until or today
-    if args.until and not args.since:
-        raise ConfigError("--until goes with --since")
-    if until < since:
-        raise ConfigError(f"--until {until} is before --since {since}")
+    since, until = _day_range(args, default_since=None)
     spec = RunSpec("reprocess", run_key("reprocess", since, until, args.user), since, until, args.user)
     return _run(args, settings, spec, wait=args.wait, pace=False)
 
@@ -438,13 +466,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     with _servers(settings) as settings:
         with get_engine(settings.database_url).connect() as conn:
             first, _ = db_runs.select_day_range(conn)
-        since = args.since or first
-        until = args.until or dt.datetime.now(dt.UTC).date()
-        if since is None:
+        if first is None and not args.since:
             print("nothing to backfill: no heartbeats stored yet")
             return EXIT_OK
-        if until < since:
-            raise ConfigError(f"--until {until} is before --since {since}")
+        since, until = _day_range(args, default_since=first)
         # The key names what was asked, so a rerun resumes even after the defaults moved on.
         key = run_key("backfill", args.since or "first", args.until or "today", args.user)
         return _run(args, settings, RunSpec("backfill", key, since, until, args.user), wait=True, pace=True)
@@ -469,6 +494,7 @@ def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace
                     broker,
                     spec,
                     keys_per_message=settings.recompute_keys_per_message,
+                    chunk_size=settings.run_chunk_size,
                     force=args.force,
                     wait=wait,
                     timeout=args.timeout,
@@ -481,6 +507,96 @@ def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace
     stream = sys.stderr if outcome.exit_code else sys.stdout
     print(outcome.message, file=stream)
     return outcome.exit_code
+
+
+def _day_range(args: argparse.Namespace, *, default_since: dt.date | None) -> tuple[dt.date, dt.date]:
+    today = dt.datetime.now(dt.UTC).date()
+    if getattr(args, "yesterday", False):
+        return today - dt.timedelta(days=1), today - dt.timedelta(days=1)
+    if getattr(args, "date", None):
+        if args.until:
+            raise ConfigError("--until goes with --since")
+        return args.date, args.date
+    since, until = args.since or default_since, args.until or today
+    if since is None:
+        since = until
+    if until < since:
+        raise ConfigError(f"--until {until} is before --since {since}")
+    return since, until
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from db import runs as db_runs
+    from jobs.verify import verify_range
+    from worker.database import get_engine
+
+    with _servers(settings, redis=False) as settings:
+        engine = get_engine(settings.database_url)
+        with engine.connect() as conn:
+            first, _ = db_runs.select_day_range(conn)
+        since, until = _day_range(args, default_since=first)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, disable=args.json) as bar:
+            task = bar.add_task(f"verifying {since}..{until}", total=None)
+            report = verify_range(
+                engine, since, until, user_id=args.user, timeout_us=settings.timeout_us,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+    if args.json:
+        drifts = [{**asdict(d), "day": str(d.day) if d.day else None} for d in report.drifts]
+        print(json.dumps({"since": str(since), "until": str(until), "user_days": report.user_days,
+                          "pending_user_days": report.pending_days, "users": report.users,
+                          "pending_users": report.pending_users, "drift_seconds": report.seconds,
+                          "drifts": drifts}, default=float))  # fmt: skip
+    else:
+        skipped = (
+            f" ({report.pending_days} user-day(s) with pending work skipped)" if report.pending_days else ""
+        )
+        print(f"verified {report.user_days} user-day(s) and the totals of {report.users} user(s){skipped}")
+        if report.drifts:
+            print(f"drift in {len(report.drifts)} row(s), {report.seconds:.2f} s in all:")
+        for d in report.drifts:
+            where = f"{d.user_id} {d.day or ''} {d.name}".replace("  ", " ")
+            print(f"  {d.table:<18} {where}: stored {_fmt(d.stored_seconds, d.stored_count)}, "
+                  f"raw heartbeats say {_fmt(d.expected_seconds, d.expected_count)}")  # fmt: skip
+        if not report.drifts:
+            print("no drift")
+    return EXIT_FAILED if report.drifts else EXIT_OK
+
+
+def _fmt(seconds, count) -> str:
+    return "nothing" if count is None else f"{float(seconds):.2f} s / {count} heartbeat(s)"
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from db import retention as db_retention
+    from jobs.retention import prune_before
+    from worker.database import get_engine
+
+    with _servers(settings, redis=False) as settings:
+        engine = get_engine(settings.database_url)
+        if args.dry_run:
+            with engine.connect() as conn:
+                count = db_retention.count_days_to_prune(conn, args.before)
+            print(f"{count} user-day(s) before {args.before} to prune")
+            return EXIT_OK
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns) as bar:
+            task = bar.add_task(f"pruning raw heartbeats before {args.before}", total=None)
+            days, heartbeats = prune_before(
+                engine,
+                args.before,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    print(f"pruned {days} user-day(s): {heartbeats} raw heartbeat(s) deleted, derived totals kept")
+    log.info("prune.done", before=str(args.before), user_days=days, heartbeats=heartbeats)
+    return EXIT_OK
 
 
 def cmd_alias(args: argparse.Namespace, settings: Settings) -> int:

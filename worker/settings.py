@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     #: User-days per derived-job message.
     recompute_keys_per_message: int = Field(default=200, ge=1, le=10_000)
+    #: User-days a reprocess or backfill run hands to the workers per step (one short transaction).
+    run_chunk_size: int = Field(default=1000, ge=1, le=100_000)
     #: Derived jobs run this long after the first store that needs them; stores of the same
     #: user-day meanwhile ride along instead of each triggering a recomputation (debounce).
     recompute_delay_ms: int = Field(default=2_000, ge=0, le=600_000)

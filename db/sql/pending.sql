@@ -31,20 +31,21 @@ WHERE p.job = t.job AND p.user_id = t.user_id AND p.day = t.day
 -- Ask for a recomputation of these user-days by every derived job (reprocessing). Returns the
 -- rows that need a message: those a queued message does not already cover (the bumped generation
 -- makes a queued or running job recompute them anyway).
-INSERT INTO pending_recomputes AS p (job, user_id, day)
-SELECT j.job, k.user_id, k.day
+INSERT INTO pending_recomputes AS p (job, user_id, day, full_refresh)
+SELECT j.job, k.user_id, k.day, true
 FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
 CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
 ORDER BY j.job, k.user_id, k.day
 ON CONFLICT (job, user_id, day) DO UPDATE
-SET generation = p.generation + 1, updated_at = now()
+SET generation = p.generation + 1, updated_at = now(), full_refresh = true
 RETURNING p.job, p.user_id, p.day, p.enqueued_at IS NULL AS needs_message
 
 -- name: select_pending
--- The generation of each of these user-days that is still pending for a job, and whether the day
--- was pruned (then there is nothing to recompute from). A job reads this after taking its locks,
+-- The generation of each of these user-days that is still pending for a job, whether the day was
+-- pruned (then there is nothing to recompute from), and whether reprocessing asked for a full
+-- refresh of the user's totals. A job reads this after taking its locks,
 -- and later deletes exactly these generations.
-SELECT p.user_id, p.day, p.generation, u.pruned_at IS NOT NULL AS pruned
+SELECT p.user_id, p.day, p.generation, u.pruned_at IS NOT NULL AS pruned, p.full_refresh
 FROM pending_recomputes p
 JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
   ON p.user_id = k.user_id AND p.day = k.day

@@ -85,6 +85,23 @@ SELECT user_id, user_agent AS key FROM removed
 UNION
 SELECT user_id, user_agent AS key FROM upserted
 
+-- name: select_total_names
+-- Every name a user's totals of one kind are (or should be) under: from the day rows and from the
+-- stored totals, so a full refresh also removes totals rows nothing feeds any more.
+SELECT user_id, project AS name FROM project_days
+WHERE :job = 'projects' AND user_id = ANY(CAST(:user_ids AS text[]))
+UNION SELECT user_id, name FROM projects
+WHERE :job = 'projects' AND user_id = ANY(CAST(:user_ids AS text[]))
+UNION SELECT user_id, project FROM language_days
+WHERE :job = 'languages' AND user_id = ANY(CAST(:user_ids AS text[]))
+UNION SELECT user_id, project FROM project_languages
+WHERE :job = 'languages' AND user_id = ANY(CAST(:user_ids AS text[]))
+UNION SELECT user_id, user_agent FROM user_agent_days
+WHERE :job = 'user_agents' AND user_id = ANY(CAST(:user_ids AS text[]))
+UNION SELECT user_id, user_agent FROM user_agents
+WHERE :job = 'user_agents' AND user_id = ANY(CAST(:user_ids AS text[]))
+ORDER BY 1, 2
+
 -- name: refresh_projects
 -- Re-sum `projects` for the canonical projects these raw names feed, from all their day rows.
 -- A canonical project with no day rows left (it became an alias) loses its row.

@@ -179,7 +179,24 @@ def test_reprocess_wait_times_out_without_workers(db, settings, broker, capsys):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["db"], ["db", "init"], ["enqueue"], ["worker"], ["reprocess"], ["demo"], ["up"]]
+    "command",
+    [
+        [],
+        ["db"],
+        ["db", "init"],
+        ["enqueue"],
+        ["worker"],
+        ["reprocess"],
+        ["backfill"],
+        ["verify"],
+        ["prune"],
+        ["alias"],
+        ["alias", "add"],
+        ["project"],
+        ["project", "set"],
+        ["demo"],
+        ["up"],
+    ],
 )
 def test_help_reads_like_the_readme(command):
     proc = hbw(*command, "--help")
@@ -196,6 +213,7 @@ def test_help_reads_like_the_readme(command):
             "hbw reprocess",
             "hbw demo",
             "hbw up",
+            "hbw alias add",
             "HBW_DATA_DIR",
         ):
             assert phrase in text

@@ -1,0 +1,135 @@
+-- `hbw verify`: drift between the derived tables and what the raw heartbeats say. Each query
+-- returns only the rows that differ (missing, extra, or with other values); "expected" comes from
+-- the same hbw_*_days / hbw_*_totals functions recomputation writes with.
+
+-- name: select_pending_days
+SELECT DISTINCT p.user_id, p.day
+FROM pending_recomputes p
+JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+  ON p.user_id = k.user_id AND p.day = k.day
+
+-- name: select_users_with_pending
+SELECT DISTINCT user_id FROM pending_recomputes WHERE user_id = ANY(CAST(:user_ids AS text[]))
+
+-- name: verify_project_days
+-- Stored project_days rows of these user-days that differ from what the raw heartbeats give.
+WITH expected AS (
+    SELECT * FROM hbw_project_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+), stored AS (
+    SELECT d.*
+    FROM project_days d
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+      ON d.user_id = k.user_id AND d.day = k.day
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, coalesce(e.day, s.day) AS day,
+       coalesce(e.project, s.project) AS name,
+       s.coding_us / 1e6 AS stored_seconds, e.coding_us / 1e6 AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.day = s.day AND e.project = s.project
+WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
+      IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
+ORDER BY 1, 2, 3
+
+-- name: verify_language_days
+-- Stored language_days rows of these user-days that differ from what the raw heartbeats give.
+WITH expected AS (
+    SELECT * FROM hbw_language_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+), stored AS (
+    SELECT d.*
+    FROM language_days d
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+      ON d.user_id = k.user_id AND d.day = k.day
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, coalesce(e.day, s.day) AS day,
+       coalesce(e.project, s.project) || ' / ' || coalesce(e.language, s.language) AS name,
+       s.coding_us / 1e6 AS stored_seconds, e.coding_us / 1e6 AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.day = s.day AND e.project = s.project AND e.language = s.language
+WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
+      IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
+ORDER BY 1, 2, 3
+
+-- name: verify_user_agent_days
+-- Stored user_agent_days rows of these user-days that differ from what the raw heartbeats give.
+WITH expected AS (
+    SELECT * FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+), stored AS (
+    SELECT d.*
+    FROM user_agent_days d
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+      ON d.user_id = k.user_id AND d.day = k.day
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, coalesce(e.day, s.day) AS day,
+       coalesce(e.user_agent, s.user_agent) AS name,
+       s.coding_us / 1e6 AS stored_seconds, e.coding_us / 1e6 AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.day = s.day AND e.user_agent = s.user_agent
+WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
+      IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
+ORDER BY 1, 2, 3
+
+-- name: verify_projects
+-- Stored projects rows of these users that differ from the sums of their day rows.
+WITH names AS (
+    SELECT DISTINCT user_id, project AS name FROM project_days WHERE user_id = ANY(CAST(:user_ids AS text[]))
+    UNION
+    SELECT user_id, name FROM projects WHERE user_id = ANY(CAST(:user_ids AS text[]))
+), expected AS (
+    SELECT * FROM hbw_project_totals((SELECT array_agg(user_id) FROM names), (SELECT array_agg(name) FROM names))
+), stored AS (
+    SELECT * FROM projects WHERE user_id = ANY(CAST(:user_ids AS text[]))
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
+       coalesce(e.name, s.name) AS name,
+       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.name = s.name
+WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_heartbeat_at, s.last_heartbeat_at, s.heartbeat_count)
+   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+ORDER BY 1, 3
+
+-- name: verify_project_languages
+-- Stored project_languages rows of these users that differ from the sums of their day rows.
+WITH names AS (
+    SELECT DISTINCT user_id, project AS name FROM language_days WHERE user_id = ANY(CAST(:user_ids AS text[]))
+    UNION
+    SELECT user_id, project FROM project_languages WHERE user_id = ANY(CAST(:user_ids AS text[]))
+), expected AS (
+    SELECT * FROM hbw_language_totals((SELECT array_agg(user_id) FROM names), (SELECT array_agg(name) FROM names))
+), stored AS (
+    SELECT * FROM project_languages WHERE user_id = ANY(CAST(:user_ids AS text[]))
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
+       coalesce(e.project, s.project) || ' / ' || coalesce(e.language, s.language) AS name,
+       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.project = s.project AND e.language = s.language
+WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count)
+   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+ORDER BY 1, 3
+
+-- name: verify_user_agents
+-- Stored user_agents rows of these users that differ from the sums of their day rows.
+WITH names AS (
+    SELECT DISTINCT user_id, user_agent AS name FROM user_agent_days WHERE user_id = ANY(CAST(:user_ids AS text[]))
+    UNION
+    SELECT user_id, user_agent FROM user_agents WHERE user_id = ANY(CAST(:user_ids AS text[]))
+), expected AS (
+    SELECT * FROM hbw_user_agent_totals((SELECT array_agg(user_id) FROM names), (SELECT array_agg(name) FROM names))
+), stored AS (
+    SELECT * FROM user_agents WHERE user_id = ANY(CAST(:user_ids AS text[]))
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
+       coalesce(e.user_agent, s.user_agent) AS name,
+       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.user_agent = s.user_agent
+WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count)
+   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+ORDER BY 1, 3
