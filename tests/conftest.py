@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from db.engine import create_engine
 from db.schema import apply_schema
 from tests import services
+from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
 TABLES = (
@@ -76,6 +77,7 @@ def settings(database_url: str, server_urls: services.ServerUrls, redis_namespac
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     get_settings.cache_clear()
+    configure_logging("json", "INFO")  # as every entry point does: logs on stderr, never stdout
     yield get_settings()
     for key, value in saved.items():
         if value is None:

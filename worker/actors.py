@@ -42,6 +42,25 @@ def _engine():
     return get_engine(settings.database_url, pool_size=settings.threads + 2)
 
 
+def _follow_up(engine, items) -> int:
+    """Send the derived-job messages for what this actor just committed.
+
+    A failure here (Redis unreachable) does not fail the actor: its work is committed, and the
+    pending rows it left are sent by the orphan sweeper later. Failing would only redo the work.
+    """
+    settings = get_settings()
+    try:
+        return send_recomputes(
+            engine,
+            items,
+            keys_per_message=settings.recompute_keys_per_message,
+            delay_ms=settings.recompute_delay_ms,
+        )
+    except Exception as e:
+        log.warning("derived.send_deferred", rows=len(items), error=f"{type(e).__name__}: {e}")
+        return 0
+
+
 @dramatiq.actor(actor_name=STORE_ACTOR, queue_name=HEARTBEATS_QUEUE, throws=(PoisonMessage,))
 def store_heartbeats(*args, **kwargs) -> None:
     """Store a batch of heartbeats; valid ones are kept even when others in the batch are not."""
@@ -50,13 +69,7 @@ def store_heartbeats(*args, **kwargs) -> None:
     engine = _engine()
     with engine.begin() as conn:
         result = store_jobs.store_heartbeats(conn, validated.accepted)
-    settings = get_settings()
-    sent = send_recomputes(
-        engine,
-        result.to_enqueue,
-        keys_per_message=settings.recompute_keys_per_message,
-        delay_ms=settings.recompute_delay_ms,
-    )
+    sent = _follow_up(engine, result.to_enqueue)
     log.info(
         "heartbeats.stored",
         received=len(payload.heartbeats),
@@ -80,12 +93,7 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
     with engine.begin() as conn:
         result = recompute_jobs.recompute(conn, job, payload.keys, timeout_us=settings.timeout_us)
     # User-days that gained heartbeats meanwhile are still pending: go round again.
-    send_recomputes(
-        engine,
-        [(job, *key) for key in result.rerun],
-        keys_per_message=settings.recompute_keys_per_message,
-        delay_ms=settings.recompute_delay_ms,
-    )
+    _follow_up(engine, [(job, *key) for key in result.rerun])
     log.info(
         "derived.recomputed",
         job=job,

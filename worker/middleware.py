@@ -3,12 +3,14 @@ structured line for every dead-lettered message."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dramatiq
 import structlog
 from dramatiq.middleware import Middleware
 
+from worker.deadletters import record_error
 from worker.logs import get_logger
 
 log = get_logger("hbw.messages")
@@ -34,6 +36,7 @@ class MessageLog(Middleware):
             if exception is None:
                 log.info("message.done", duration_ms=duration_ms)
             elif message.failed:
+                message.options["hbw_error"] = f"{type(exception).__name__}: {exception}"
                 log.error(
                     "message.dead_lettered",
                     duration_ms=duration_ms,
@@ -56,3 +59,43 @@ class MessageLog(Middleware):
         if message.failed:
             log.error("message.dead_lettered", error="skipped", queue=message.queue_name)
         structlog.contextvars.clear_contextvars()
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        """Keep the reason beside the dead letter (Dramatiq keeps only the message)."""
+        error = message.options.pop("hbw_error", None)
+        if error is None and message.actor_name not in broker.actors:
+            error = f"no actor named {message.actor_name!r}"
+            log.error(
+                "message.dead_lettered", error=error, queue=message.queue_name, message_id=message.message_id
+            )
+        if "redis_message_id" in message.options and hasattr(broker, "client"):
+            record_error(
+                broker,
+                message.queue_name,
+                message.options["redis_message_id"],
+                error=error or "failed",
+                actor=message.actor_name,
+                message_id=message.message_id,
+            )
+
+
+class WorkerHeartbeat(Middleware):
+    """Marks this worker alive in Redis every `interval` seconds, whatever it is doing."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker, worker) -> None:
+        self._stop.clear()
+        threading.Thread(target=self._run, args=(broker,), name="worker-heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+
+    def _run(self, broker) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                broker.beat()
+            except Exception:  # Redis away: the consumers notice too; try again next beat
+                log.warning("worker.heartbeat_failed", exc_info=True)

@@ -12,6 +12,7 @@ rescued by the broker's maintenance (see ``HbwRedisBroker``).
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 import os
 import signal
@@ -20,6 +21,8 @@ import time
 from collections.abc import Sequence
 
 import dramatiq
+import redis
+import sqlalchemy as sa
 
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
@@ -40,10 +43,29 @@ class StartupError(Exception):
     """The worker must not start (missing schema, bad configuration); the message says why."""
 
 
+def _wait_for(what: str, check, timeout: float):
+    """Run `check` until the server answers, for up to `timeout` seconds (a worker starting while
+    the database restarts should wait for it, not crash-loop)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        try:
+            return check()
+        except (sa.exc.OperationalError, redis.ConnectionError) as e:
+            if time.monotonic() + delay > deadline:
+                reason = str(e).strip().splitlines()[0]
+                raise StartupError(f"{what} did not answer within {timeout:g}s: {reason}") from None
+            log.warning("startup.waiting", server=what, error=str(e).strip().splitlines()[0])
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
 def check_schema(settings: Settings) -> None:
-    engine = get_engine(settings.database_url)
-    with engine.connect() as conn:
-        version = installed_version(conn)
+    def read_version():
+        with get_engine(settings.database_url).connect() as conn:
+            return installed_version(conn)
+
+    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout)
     wanted = expected_version()
     if version is None:
         raise StartupError("the database has no heartbeat-worker schema; run `hbw db init` first")
@@ -52,6 +74,30 @@ def check_schema(settings: Settings) -> None:
             f"the database schema is version {version} but this release needs {wanted}; "
             + ("run `hbw db init` to upgrade it" if version < wanted else "upgrade the workers")
         )
+
+
+def redis_warnings(broker: dramatiq.Broker) -> list[str]:
+    """What in Redis's configuration can lose messages (README, Reliability)."""
+    try:
+        config = {
+            **broker.client.config_get("appendonly"),
+            **broker.client.config_get("save"),
+            **broker.client.config_get("maxmemory-policy"),
+        }
+    except redis.ResponseError:  # CONFIG disabled, as on some managed services
+        return ["cannot read the Redis configuration (CONFIG is disabled): make sure it persists to disk "
+                "(appendonly yes) and never evicts keys (maxmemory-policy noeviction)"]  # fmt: skip
+    warnings = []
+    if config.get("appendonly") != "yes" and not config.get("save"):
+        warnings.append("Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses "
+                        "every queued message. Set appendonly yes (README, Reliability)")  # fmt: skip
+    elif config.get("appendonly") != "yes":
+        warnings.append("Redis persists only by snapshots (save): a crash loses the messages queued since "
+                        "the last one. Set appendonly yes (README, Reliability)")  # fmt: skip
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: under memory pressure it "
+                        "evicts keys, queued messages included. Set maxmemory-policy noeviction")  # fmt: skip
+    return warnings
 
 
 def queues_empty(broker: dramatiq.Broker, queues: Sequence[str]) -> bool:
@@ -86,11 +132,17 @@ def run_worker(
     check_schema(settings)
 
     broker = setup_broker(settings)
+    _wait_for("Redis", broker.client.ping, settings.startup_timeout)
+    for warning in redis_warnings(broker):
+        log.warning("redis.config", problem=warning)
     jobs = [job for job, (queue, _) in RECOMPUTE.items() if queue in queues]
     sweeper = OrphanSweeper(
         lambda: get_engine(settings.database_url, pool_size=settings.threads + 2),
         jobs=jobs,
         keys_per_message=settings.recompute_keys_per_message,
+        interval=settings.sweep_interval_s,
+        min_age=dt.timedelta(seconds=settings.sweep_min_age_s),
+        stale_after=dt.timedelta(seconds=settings.sweep_stale_after_s),
     )
     broker.add_middleware(sweeper)
     stop = stop or threading.Event()
@@ -114,7 +166,11 @@ def run_worker(
                 break
     finally:
         worker.stop(timeout=int(settings.shutdown_timeout * 1000))
-        broker.middleware.remove(sweeper)
+        # Dramatiq leaves its per-worker middleware on the broker; drop it with the sweeper, so a
+        # later worker in the same process (tests, the demo) starts clean.
+        broker.middleware[:] = [
+            m for m in broker.middleware if m is not sweeper and getattr(m, "worker", None) is not worker
+        ]
     log.info("worker.stopped")
     return EXIT_OK
 

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     #: Worker processes and threads per process for `hbw worker` (Procfile default).
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     threads: int = Field(default=4, ge=1, le=256)
+    #: Seconds a starting worker waits for PostgreSQL and Redis to answer before giving up.
+    startup_timeout: float = Field(default=60, ge=0)
     #: Seconds a stopping worker gives in-flight messages before requeueing the rest.
     shutdown_timeout: float = Field(default=25, ge=0)
 
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
     #: How often each process rescues dead workers' messages (Dramatiq only does it by chance).
     maintenance_interval_ms: int = Field(default=5_000, ge=100)
 
+    #: The orphan sweeper (worker.sweeper): how often each worker process looks, and when a pending
+    #: recomputation counts as orphaned (never sent for `min_age`, or sent `stale_after` ago).
+    sweep_interval_s: float = Field(default=30, gt=0)
+    sweep_min_age_s: float = Field(default=60, ge=0)
+    sweep_stale_after_s: float = Field(default=900, ge=0)
     #: User-days per derived-job message.
     recompute_keys_per_message: int = Field(default=200, ge=1, le=10_000)
     #: User-days a reprocess or backfill run hands to the workers per step (one short transaction).
