@@ -246,26 +246,32 @@ def run_workers(
             return
         stopping.set()
         log.info("worker.stopping", signal=signal.Signals(signum).name, processes=len(procs))
-        for proc in procs.values():
-            if proc.is_alive():
-                proc.terminate()  # SIGTERM: graceful
 
     procs = {index: start(index) for index in range(processes)}
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
 
     codes: dict[int, int] = {}
+    told: set[int] = set()  # pids sent SIGTERM
+    restart_at: dict[int, float] = {}
     while len(codes) < len(procs):
         time.sleep(0.2)
         for index, proc in list(procs.items()):
-            if index in codes or proc.is_alive():
+            if index in codes:
                 continue
-            code = proc.exitcode
-            if stopping.is_set() or burst or code == EXIT_CONFIG:
-                codes[index] = code
-            else:
-                log.error("worker.process_died", index=index, pid=proc.pid, exitcode=code)
-                time.sleep(1)
+            if proc.is_alive():
+                if stopping.is_set() and proc.pid not in told:
+                    proc.terminate()  # SIGTERM: graceful; every live worker gets exactly one
+                    told.add(proc.pid)
+                continue
+            if stopping.is_set() or burst or proc.exitcode == EXIT_CONFIG:
+                # one that died earlier and awaited its restart was dealt with already
+                codes[index] = 0 if index in restart_at else proc.exitcode
+            elif index not in restart_at:
+                log.error("worker.process_died", index=index, pid=proc.pid, exitcode=proc.exitcode)
+                restart_at[index] = time.monotonic() + 1
+            elif time.monotonic() >= restart_at[index]:
+                del restart_at[index]
                 procs[index] = start(index)
     failed = [code for code in codes.values() if code != 0]
     return (EXIT_CONFIG if EXIT_CONFIG in failed else EXIT_FAILED) if failed else EXIT_OK

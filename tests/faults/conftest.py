@@ -173,14 +173,16 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
 
 
 def children(pid: int) -> list[int]:
-    """Live child processes of `pid` (Linux /proc)."""
+    """Live worker processes of supervisor `pid` (Linux /proc); not multiprocessing's
+    resource_tracker, which spawn mode also starts."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+        if fields[1] == str(pid) and fields[0] not in ("Z", "X") and b"resource_tracker" not in cmdline:
             found.append(int(stat.parent.name))
     return found
 

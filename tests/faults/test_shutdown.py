@@ -3,13 +3,14 @@ puts prefetched ones back at once; one that overruns is abandoned and redelivere
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.conftest import FAST, Blocker, stop
+from tests.faults.conftest import FAST, Blocker, children, stop
 from worker.messages import store_message
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -69,3 +70,15 @@ def test_sigterm_with_a_message_in_flight(faults, overrun):
         stop(worker)
         if rest is not None:
             assert stop(rest) == 0
+
+
+def test_sigterm_while_a_crashed_worker_awaits_its_restart(faults):
+    """The supervisor restarts a dead worker after a second; a SIGTERM inside that second must
+    still stop everything (no worker started after stopping began), cleanly."""
+    supervisor = faults.workers("--processes", "2", "--threads", "1", ready=2)
+    [first, second] = children(supervisor.pid)
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.4)  # the supervisor has seen it die and waits to restart it
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=SHUTDOWN_TIMEOUT + 15) == 0
+    assert children(supervisor.pid) == [] and not os.path.exists(f"/proc/{second}")
