@@ -1,45 +1,24 @@
-"""Raw heartbeat storage: COPY into a staging table, then one set-based insert."""
+"""Raw heartbeat storage: a whole batch in, as JSON, with one set-based statement."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from db.queries import Key, key_params, query
-
-#: Columns a staged row carries, in order (received_at takes its default).
-COLUMNS = (
-    "dedup_hash", "user_id", "time", "entity", "type", "category", "project", "branch", "language",
-    "is_write", "lines", "lineno", "cursorpos", "project_root_count", "line_additions",
-    "line_deletions", "dependencies", "user_agent", "machine",
-)  # fmt: skip
-_TYPES = (
-    "bytea", "text", "timestamptz", "text", "text", "text", "text", "text", "text",
-    "bool", "int4", "int4", "int4", "int4", "int4", "int4", "text[]", "text", "text",
-)  # fmt: skip
-_COPY = f"COPY incoming_heartbeats ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_STAGING_READY = "hbw_staging_ready"
+from db.queries import JobKey, Key, query
 
 
-def stage_heartbeats(conn: sa.Connection, rows: Iterable[Sequence[object]]) -> None:
-    """COPY rows (tuples in COLUMNS order) into this connection's staging table."""
-    dbapi = conn.connection
-    if not dbapi.info.get(_STAGING_READY):
-        conn.execute(query("create_incoming"))
-        dbapi.info[_STAGING_READY] = True
-    with dbapi.driver_connection.cursor() as cur, cur.copy(_COPY) as copy:
-        copy.set_types(_TYPES)
-        for row in rows:
-            copy.write_row(row)
+def insert_heartbeats(conn: sa.Connection, batch_json: str) -> list[tuple[str, dt.date, int]]:
+    """Insert a JSON array of normalised heartbeats; returns (user_id, day, rows gained) per user-day."""
+    return [tuple(r) for r in conn.execute(query("insert_heartbeats"), {"batch": batch_json})]
 
 
-def insert_staged(conn: sa.Connection) -> list[tuple[str, dt.date, int]]:
-    """Move staged rows into `heartbeats`; returns (user_id, day, rows inserted) per user-day."""
-    return [tuple(r) for r in conn.execute(query("insert_incoming"))]
-
-
-def insert_user_days(conn: sa.Connection, keys: Sequence[Key]) -> None:
-    if keys:
-        conn.execute(query("insert_user_days"), key_params(keys))
+def record_days(conn: sa.Connection, days: Sequence[Key], new_days: Sequence[Key]) -> list[JobKey]:
+    """Record `new_days` in user_days; returns the unsent pending rows of `days`."""
+    params = {
+        "user_ids": [k[0] for k in days], "days": [k[1] for k in days],
+        "new_user_ids": [k[0] for k in new_days], "new_days": [k[1] for k in new_days],
+    }  # fmt: skip
+    return [tuple(r) for r in conn.execute(query("record_days"), params)]

@@ -2,27 +2,30 @@
 
 Producers validate before enqueueing and workers validate again, because messages may come from
 producers that are not ours. Validation never raises for bad input: every item gets either a
-normalised :class:`Heartbeat` or a :class:`Rejection` with its index and a readable reason.
+normalised heartbeat or a :class:`Rejection` with its index and a readable reason.
+
+A normalised heartbeat is a plain dict, which is also what goes on the wire: ``type``,
+``category`` and ``is_write`` always present (defaults filled in), names stripped, absent values
+left out. pydantic-core checks types, lengths and characters; one Python pass per item does what
+it cannot (defaults, empty names, the time window, comma-separated dependencies).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Required,  # pydantic needs these on Python < 3.12
 )
+
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 CATEGORIES = frozenset(
     {
@@ -38,96 +41,77 @@ MIN_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()
 MAX_FUTURE_SECONDS = 3600
 MAX_INT = 2**31 - 1
 
-
-def _storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL. (Lone surrogates, the other unstorable case, are already
-    # rejected by pydantic as "unable to parse raw data as a unicode string".)
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    return value
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+_CATEGORY = "(?i)^(?:" + "|".join(re.escape(c) for c in sorted(CATEGORIES)) + ")$"
+_CATEGORY_LIST = ", ".join(sorted(CATEGORIES))
+_NAMES = ("project", "branch", "language", "user_agent", "machine")
+_COUNTS = ("lines", "lineno", "cursorpos", "project_root_count", "line_additions", "line_deletions")
 
 
-def _strip_to_none(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
-
-
-def _default_if_null(default: Any):
-    return BeforeValidator(lambda v: default if v is None else v)
-
-
-def _split_dependencies(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part for part in (p.strip() for p in value.split(",")) if part]
-    return value
-
-
-def _text(min_length: int = 0, max_length: int | None = None) -> Any:
+def _text(*, min_length: int = 0, max_length: int | None = None, strip: bool = False) -> Any:
     return Annotated[
-        str, Field(strict=True, min_length=min_length, max_length=max_length), AfterValidator(_storable)
+        str,
+        StringConstraints(
+            strict=True, strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=_NO_NUL
+        ),
     ]
 
 
-def _optional_name(max_length: int) -> Any:
-    """Optional names: null means absent; surrounding whitespace is stripped; empty means absent."""
-    return Annotated[_text(max_length=max_length) | None, BeforeValidator(_strip_to_none)]
+_Count = Annotated[int, Field(strict=True, ge=0, le=MAX_INT)]
 
 
-Count = Annotated[int, Field(strict=True, ge=0, le=MAX_INT)]
+class _Incoming(TypedDict, total=False):
+    __pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[misc]
+
+    user_id: Required[_text(min_length=1, max_length=255)]
+    entity: Required[_text(min_length=1, max_length=4096)]
+    type: Literal["file", "domain", "url", "app"] | None
+    category: Annotated[str, StringConstraints(strict=True, to_lower=True, pattern=_CATEGORY)] | None
+    time: Required[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
+    project: _text(max_length=255, strip=True) | None
+    branch: _text(max_length=255, strip=True) | None
+    language: _text(max_length=64, strip=True) | None
+    is_write: StrictBool | None
+    lines: _Count | None
+    lineno: _Count | None
+    cursorpos: _Count | None
+    project_root_count: _Count | None
+    line_additions: _Count | None
+    line_deletions: _Count | None
+    dependencies: list[_text()] | _text() | None
+    user_agent: _text(max_length=1024, strip=True) | None
+    machine: _text(max_length=255, strip=True) | None
 
 
-class Heartbeat(BaseModel):
-    """A heartbeat in normal form. Unknown fields are ignored."""
+_VALIDATOR = TypeAdapter(_Incoming)
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
-    user_id: _text(1, 255)
-    entity: _text(1, 4096)
-    type: Annotated[Literal["file", "domain", "url", "app"], _default_if_null("file")] = "file"
-    category: Annotated[_text(), _default_if_null("coding")] = "coding"
-    time: Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    project: _optional_name(255) = None
-    branch: _optional_name(255) = None
-    language: _optional_name(64) = None
-    is_write: Annotated[bool, Field(strict=True), _default_if_null(False)] = False
-    lines: Count | None = None
-    lineno: Count | None = None
-    cursorpos: Count | None = None
-    project_root_count: Count | None = None
-    line_additions: Count | None = None
-    line_deletions: Count | None = None
-    dependencies: Annotated[list[_text()] | None, BeforeValidator(_split_dependencies)] = None
-    user_agent: _optional_name(1024) = None
-    machine: _optional_name(255) = None
-
-    @field_validator("category")
-    @classmethod
-    def _known_category(cls, value: str) -> str:
-        lowered = value.lower()
-        if lowered not in CATEGORIES:
-            raise ValueError(f"must be one of: {', '.join(sorted(CATEGORIES))}")
-        return lowered
-
-    @field_validator("time")
-    @classmethod
-    def _plausible_time(cls, value: float, info: ValidationInfo) -> float:
-        now = (info.context or {}).get("now") or _time.time()
-        if value < MIN_TIME:
-            raise ValueError("must be on or after 2000-01-01 (UNIX seconds)")
-        if value > now + MAX_FUTURE_SECONDS:
-            raise ValueError("must not be more than 1 hour in the future")
-        return value
-
-    @property
-    def time_us(self) -> int:
-        """Time at microsecond precision: the resolution of identity and of durations."""
-        return round(self.time * 1_000_000)
-
-    def to_message(self) -> dict[str, Any]:
-        """JSON-ready normal form: absent fields left out, defaults written out."""
-        return self.model_dump(exclude_none=True)
+def _normalise(item: dict[str, Any], now: float) -> dict[str, Any]:
+    when = item["time"]
+    if when < MIN_TIME:
+        raise ValueError("time: must be on or after 2000-01-01 (UNIX seconds)")
+    if when > now + MAX_FUTURE_SECONDS:
+        raise ValueError("time: must not be more than 1 hour in the future")
+    out = {
+        "user_id": item["user_id"],
+        "entity": item["entity"],
+        "type": item.get("type") or "file",
+        "category": item.get("category") or "coding",
+        "time": when,
+        "is_write": bool(item.get("is_write")),
+    }
+    for name in _NAMES:
+        if value := item.get(name):  # stripped already; empty means absent
+            out[name] = value
+    for name in _COUNTS:
+        if (value := item.get(name)) is not None:
+            out[name] = value
+    dependencies = item.get("dependencies")
+    if isinstance(dependencies, str):
+        dependencies = [part for part in (p.strip() for p in dependencies.split(",")) if part]
+    if dependencies:
+        out["dependencies"] = dependencies
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +132,8 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Validated:
-    accepted: list[Heartbeat]
+    #: Normalised heartbeats (dicts), in input order.
+    accepted: list[dict[str, Any]]
     #: Input index of each accepted heartbeat, parallel to `accepted`.
     accepted_indexes: list[int]
     rejected: list[Rejection]
@@ -170,38 +155,55 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_LABELS = ("function-", "constrained-", "list[", "str", "int", "float", "bool", "literal[", "nullable[")
+
+
+def _location(loc: tuple) -> list[str]:
+    """The field path, without the union-branch and type labels pydantic adds."""
+    return [str(p) for p in loc if isinstance(p, int) or not str(p).startswith(_LABELS)]
+
+
 def describe_errors(error: ValidationError) -> str:
     """One line naming each bad field, e.g. ``time: Input should be a valid number (got string)``."""
+    errors = error.errors(include_url=False)
+    # When one branch of a union has a specific complaint deeper inside (dependencies.1: ...),
+    # the other branches' "wrong type" complaints about the whole field are noise.
+    deep = {tuple(_location(e["loc"]))[:1] for e in errors if len(_location(e["loc"])) > 1}
     parts = []
-    for err in error.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
+    for err in errors:
+        path, kind, msg = _location(err["loc"]), err["type"], err["msg"].removeprefix("Value error, ")
+        if kind == "none_required" or (len(path) == 1 and tuple(path) in deep and kind.endswith("_type")):
+            continue
+        if kind == "missing":
             msg = "is required"
-        elif err["type"] == "literal_error":
+        elif kind == "string_pattern_mismatch":
+            nul = (err.get("ctx") or {}).get("pattern") == _NO_NUL
+            msg = "must not contain a NUL character" if nul else f"must be one of: {_CATEGORY_LIST}"
+        elif kind == "literal_error":
             msg = f"{msg} (got {err.get('input')!r:.40})"
-        elif err["type"].endswith("_type"):
+        elif kind.endswith("_type"):
             msg = f"{msg} (got {_json_type(err.get('input'))})"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        parts.append(f"{'.'.join(path)}: {msg}" if path else msg)
     return "; ".join(dict.fromkeys(parts))
 
 
-def validate_heartbeat(item: Any, *, now: float | None = None) -> Heartbeat:
-    """Validate one item; raises ValueError with a readable reason."""
+def validate_heartbeat(item: Any, *, now: float | None = None) -> dict[str, Any]:
+    """Validate and normalise one item; raises ValueError with a readable reason."""
     if isinstance(item, Unparseable):
         raise ValueError(item.reason)
     if not isinstance(item, dict):
         raise ValueError(f"must be a JSON object (got {_json_type(item)})")
     try:
-        return Heartbeat.model_validate(item, context={"now": now or _time.time()})
+        checked = _VALIDATOR.validate_python(item)
     except ValidationError as e:
         raise ValueError(describe_errors(e)) from None
+    return _normalise(checked, now or _time.time())
 
 
 def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Validated:
     """Validate a batch; bad items are rejected with their index, the rest accepted."""
     now = now or _time.time()
-    accepted: list[Heartbeat] = []
+    accepted: list[dict[str, Any]] = []
     indexes: list[int] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
@@ -212,9 +214,6 @@ def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Va
         else:
             indexes.append(index)
     return Validated(accepted, indexes, rejected)
-
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

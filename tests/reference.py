@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -46,12 +46,27 @@ class Beat:
 
     @property
     def hash(self) -> bytes:
-        text = json.dumps(list(self.identity), separators=(",", ":"), ensure_ascii=True)
-        return hashlib.sha256(text.encode("ascii")).digest()[:16]
+        return identity_hash(*self.identity)
 
     @property
     def when(self) -> dt.datetime:
         return EPOCH + dt.timedelta(microseconds=self.time_us)
+
+
+def identity_hash(user_id, entity, type_, category, time_us, project, branch, language, is_write) -> bytes:
+    """The documented identity format (README, Deduplication), written independently of the SQL."""
+
+    def field(value: str | None) -> str:
+        return "-" if value is None else f"{len(value)}:{value}"
+
+    text = ";".join([field(user_id), field(entity), field(type_), field(category), str(time_us),
+                     field(project), field(branch), field(language), "t" if is_write else "f"])  # fmt: skip
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+
+def time_us(value: float | int) -> int:
+    """The JSON number's decimal value in microseconds, rounded half away from zero."""
+    return int((Decimal(repr(value)) * 1_000_000).to_integral_value(ROUND_HALF_UP))
 
 
 def normalise(item: dict[str, Any]) -> Beat:
@@ -62,7 +77,7 @@ def normalise(item: dict[str, Any]) -> Beat:
         entity=item["entity"],
         type=item.get("type") or "file",
         category=(category or "coding").lower(),
-        time_us=round(item["time"] * 1_000_000),
+        time_us=time_us(item["time"]),
         project=_name(item.get("project")),
         branch=_name(item.get("branch")),
         language=_name(item.get("language")),

@@ -196,8 +196,9 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
         dead_message_ttl=int(settings.dead_letter_ttl_days * 86_400_000),
         maintenance_interval_ms=settings.maintenance_interval_ms,
     )
-    from worker.messages import QUEUES  # declared up front so producers and status see every queue
+    from worker.messages import QUEUES, FastJSONEncoder  # queues declared up front, for status
 
+    dramatiq.set_encoder(FastJSONEncoder())  # process-wide in Dramatiq; same JSON on the wire
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

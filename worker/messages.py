@@ -8,10 +8,14 @@ Arguments are plain JSON: a list of heartbeat objects, or a list of ``[user_id, 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import dramatiq
+import orjson
+from dramatiq.encoder import Encoder
+from dramatiq.errors import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.heartbeat import describe_errors
@@ -26,6 +30,27 @@ RECOMPUTE = {
     "user_agents": ("user_agents", "recompute_user_agents"),
 }
 QUEUES = (HEARTBEATS_QUEUE, *(queue for queue, _ in RECOMPUTE.values()))
+
+
+class FastJSONEncoder(Encoder):
+    """Dramatiq's JSON messages, encoded and decoded with orjson (several times faster).
+
+    The wire format is unchanged. What orjson refuses but JSON allows (lone UTF-16 surrogates in
+    escapes) is decoded by the standard library instead, so one such heartbeat is rejected on its
+    own rather than sinking its whole batch.
+    """
+
+    def encode(self, data):
+        return orjson.dumps(data)
+
+    def decode(self, data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            try:
+                return json.loads(data)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DecodeError("failed to decode message", data, e) from None
 
 
 class PoisonMessage(Exception):

@@ -74,7 +74,7 @@ def enqueue_heartbeats(
     result = EnqueueResult(accepted=len(validated.accepted), rejected=validated.rejected)
     for batch in chunked(validated.accepted, batch_size):
         try:
-            broker.enqueue(store_message([hb.to_message() for hb in batch]))
+            broker.enqueue(store_message(list(batch)))
         except Exception as e:
             raise EnqueueError(result, e) from e
         result.messages += 1

@@ -50,17 +50,17 @@ def test_names_are_stored_verbatim(db, project, language, branch, entity, agent,
         stored = conn.execute(sa.text("SELECT entity, project, language, branch, user_agent FROM heartbeats "
                                       "WHERE user_id = :u"), {"u": user_id}).all()  # fmt: skip
         assert {tuple(row) for row in stored} == {
-            (hb.entity, hb.project, hb.language, hb.branch, hb.user_agent)
+            (hb["entity"], hb.get("project"), hb.get("language"), hb.get("branch"), hb.get("user_agent"))
         }
-        if hb.project:
+        if hb.get("project"):
             assert (
                 conn.execute(
                     sa.text("SELECT name FROM projects WHERE user_id = :u"), {"u": user_id}
                 ).scalar_one()
-                == hb.project
+                == hb["project"]
             )
             assert conn.execute(sa.text("SELECT language FROM project_languages WHERE user_id = :u"),
-                                {"u": user_id}).scalar_one() == (hb.language or "Other")  # fmt: skip
-        if hb.user_agent:
+                                {"u": user_id}).scalar_one() == (hb.get("language") or "Other")  # fmt: skip
+        if hb.get("user_agent"):
             assert conn.execute(sa.text("SELECT user_agent FROM user_agents WHERE user_id = :u"),
-                                {"u": user_id}).scalar_one() == hb.user_agent  # fmt: skip
+                                {"u": user_id}).scalar_one() == hb["user_agent"]  # fmt: skip
