@@ -33,12 +33,14 @@ def mark_pending(conn: sa.Connection, keys: Sequence[Key]) -> list[JobKey]:
 
 
 def select_pending(
-    conn: sa.Connection, job: str, keys: Sequence[Key]
-) -> list[tuple[str, dt.date, int, bool]]:
-    """(user_id, day, generation, pruned) of the pending ones among `keys`."""
+    conn: sa.Connection, job: str, keys: Sequence[Key], *, extra: int = 0
+) -> list[tuple[str, dt.date, int, bool, bool]]:
+    """(user_id, day, generation, pruned, full_refresh) of the pending ones among `keys`, plus up
+    to `extra` other pending days of the same users."""
     if not keys:
         return []
-    return [tuple(r) for r in conn.execute(query("select_pending"), {"job": job, **key_params(keys)})]
+    params = {"job": job, "extra": extra, **key_params(keys)}
+    return [tuple(r) for r in conn.execute(query("select_pending"), params)]
 
 
 def delete_pending(conn: sa.Connection, job: str, items: Sequence[tuple]) -> list[Key]:

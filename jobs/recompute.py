@@ -24,6 +24,9 @@ from db.queries import Key
 from jobs.user_agents import parse_user_agent
 
 JOBS = db_derived.JOBS
+#: Other pending days of a message's users recomputed with it (their own messages then find
+#: nothing to do): a busy user's totals are re-summed once per batch of days, not once per day.
+RIDERS_PER_MESSAGE = 500
 
 
 def lock_key(job: str, user_id: str) -> int:
@@ -49,7 +52,7 @@ def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us:
         raise ValueError(f"unknown derived job {job!r}")
     wanted = sorted(set(keys))
     db_derived.lock_users(conn, sorted({lock_key(job, user_id) for user_id, _ in wanted}))
-    pending = db_pending.select_pending(conn, job, wanted)
+    pending = db_pending.select_pending(conn, job, wanted, extra=RIDERS_PER_MESSAGE)
     if not pending:
         return RecomputeResult(job)
 

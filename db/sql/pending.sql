@@ -45,13 +45,27 @@ RETURNING p.job, p.user_id, p.day, p.enqueued_at IS NULL AS needs_message
 -- pruned (then there is nothing to recompute from), and whether reprocessing asked for a full
 -- refresh of the user's totals. A job reads this after taking its locks,
 -- and later deletes exactly these generations.
-SELECT p.user_id, p.day, p.generation, u.pruned_at IS NOT NULL AS pruned, p.full_refresh
-FROM pending_recomputes p
-JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
-  ON p.user_id = k.user_id AND p.day = k.day
-LEFT JOIN user_days u ON u.user_id = p.user_id AND u.day = p.day
-WHERE p.job = :job
-ORDER BY p.user_id, p.day
+-- Other pending days of the same users (up to :extra) ride along: under load a busy user's totals
+-- are then re-summed once for many days, and the messages of those days find nothing left to do.
+WITH wanted AS (
+    SELECT p.user_id, p.day, p.generation, p.full_refresh
+    FROM pending_recomputes p
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+      ON p.user_id = k.user_id AND p.day = k.day
+    WHERE p.job = :job
+), riders AS (
+    SELECT p.user_id, p.day, p.generation, p.full_refresh
+    FROM pending_recomputes p
+    WHERE p.job = :job AND p.user_id = ANY(CAST(:user_ids AS text[]))
+    ORDER BY p.user_id, p.day
+    LIMIT :extra
+), chosen AS (
+    SELECT * FROM wanted UNION SELECT * FROM riders
+)
+SELECT c.user_id, c.day, c.generation, u.pruned_at IS NOT NULL AS pruned, c.full_refresh
+FROM chosen c
+LEFT JOIN user_days u ON u.user_id = c.user_id AND u.day = c.day
+ORDER BY c.user_id, c.day
 
 -- name: delete_pending
 -- Done with these user-days at the generations read. A store that committed meanwhile bumped the
