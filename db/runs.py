@@ -68,3 +68,7 @@ def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, u
 
 def select_latest_runs(conn: sa.Connection, limit: int = 10) -> Sequence[sa.Row]:
     return list(conn.execute(query("select_latest_runs"), {"limit": limit}))
+
+
+def select_last_run(conn: sa.Connection, kind: str) -> sa.Row | None:
+    return conn.execute(query("select_last_run"), {"kind": kind}).one_or_none()

@@ -11,7 +11,10 @@ when they are declared.
 
 from __future__ import annotations
 
+import time
+
 import dramatiq
+import structlog
 
 from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
@@ -28,6 +31,7 @@ from worker.messages import (
     StorePayload,
     parse_payload,
 )
+from worker.metrics import record_recompute, record_store
 from worker.producer import send_recomputes
 from worker.settings import get_settings
 
@@ -55,6 +59,7 @@ def _follow_up(engine, items) -> int:
             items,
             keys_per_message=settings.recompute_keys_per_message,
             delay_ms=settings.recompute_delay_ms,
+            batch_id=structlog.contextvars.get_contextvars().get("batch_id"),
         )
     except Exception as e:
         log.warning("derived.send_deferred", rows=len(items), error=f"{type(e).__name__}: {e}")
@@ -70,14 +75,16 @@ def store_heartbeats(*args, **kwargs) -> None:
     with engine.begin() as conn:
         result = store_jobs.store_heartbeats(conn, validated.accepted)
     sent = _follow_up(engine, result.to_enqueue)
-    log.info(
-        "heartbeats.stored",
+    # Counts join the message's one summary line (worker.middleware.MessageLog).
+    structlog.contextvars.bind_contextvars(
         received=len(payload.heartbeats),
         inserted=result.inserted,
         duplicates=result.duplicates,
         rejected=len(validated.rejected),
         recompute_messages=sent,
     )
+    record_store(dramatiq.get_broker(), inserted=result.inserted, duplicates=result.duplicates,
+                 rejected=len(validated.rejected))  # fmt: skip
     if validated.rejected:
         # The valid ones are stored; the message goes to the dead-letter queue with the reasons,
         # where retrying it stores nothing twice.
@@ -90,12 +97,13 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
     payload = parse_payload(RecomputePayload, args, kwargs)
     settings = get_settings()
     engine = _engine()
+    started = time.monotonic()
     with engine.begin() as conn:
         result = recompute_jobs.recompute(conn, job, payload.keys, timeout_us=settings.timeout_us)
+    record_recompute(job, len(result.recomputed), time.monotonic() - started)
     # User-days that gained heartbeats meanwhile are still pending: go round again.
     _follow_up(engine, [(job, *key) for key in result.rerun])
-    log.info(
-        "derived.recomputed",
+    structlog.contextvars.bind_contextvars(
         job=job,
         keys=len(payload.keys),
         recomputed=len(result.recomputed),

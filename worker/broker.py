@@ -119,8 +119,18 @@ class HbwRedisBroker(RedisBroker):
         return HbwConsumer
 
     def beat(self) -> None:
-        """Tell the other processes this worker is alive (every command does it too)."""
-        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
+        """Tell the other processes this worker is alive.
+
+        Dramatiq's ``__heartbeats__`` is refreshed by every command, producers' enqueues included,
+        so workers also register in ``hbw.workers``, which only they write: that is how
+        `hbw status` tells workers from producers. Entries older than an hour are dropped.
+        """
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: now_ms})
+        pipe.zadd(f"{self.namespace}:hbw.workers", {self.broker_id: now_ms})
+        pipe.zremrangebyscore(f"{self.namespace}:hbw.workers", "-inf", now_ms - 3_600_000)
+        pipe.execute()
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:
         if command in ("ack", "nack"):  # Dramatiq never runs maintenance on these either
@@ -172,9 +182,11 @@ class SafeRetries(Retries):
 def make_broker(settings: Settings) -> HbwRedisBroker:
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set")
-    # MessageLog goes first: Dramatiq runs after_* hooks in reverse order, so it sees the message
-    # after Retries has decided whether it is retried or dead-lettered.
-    middleware = [MessageLog()]
+    # MessageLog and Metrics go first: Dramatiq runs after_* hooks in reverse order, so they see
+    # the message after Retries has decided whether it is retried or dead-lettered.
+    from worker.metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set (hbw worker)
+
+    middleware = [MessageLog(), Metrics()]
     middleware += [
         SafeRetries(
             max_retries=settings.max_retries,

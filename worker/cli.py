@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
@@ -152,6 +153,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 once every queue (including delayed retries) is empty, nothing is in flight "
         "and no recomputation is pending",
     )
+
+    status = commands.add_parser(
+        "status",
+        help="queues, lag, workers, throughput and the last daily reprocess",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Show, per queue, the messages ready, delayed (retries and debounced derived jobs), in "
+            "flight and dead-lettered, and the lag (age of the oldest ready message); the workers "
+            "alive by their Dramatiq heartbeat; messages and heartbeats processed in the last "
+            "minute; pending recomputations; and the last daily reprocess."
+        ),
+        epilog="exit codes: 0 ok, 1 some queue lags more than --max-lag seconds (for health checks)\n\n"
+        "examples:\n  hbw status\n  hbw status --json\n  hbw status --watch 2",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2)",
+    )
+    status.add_argument(
+        "--max-lag",
+        type=float,
+        metavar="SECONDS",
+        help="unhealthy above this lag (default HBW_MAX_LAG_SECONDS)",
+    )
+
+    health = commands.add_parser(
+        "health",
+        help="exit 0 when PostgreSQL, the schema, Redis (and workers) are ready",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Check that PostgreSQL answers and has the current schema, that Redis answers, and "
+            "with --workers N that at least N workers are alive. For process managers and "
+            "Kubernetes probes: prints one line per check, exits 0 when all pass, 1 otherwise."
+        ),
+        epilog="examples:\n  hbw health                 # readiness: dependencies are up\n"
+        "  hbw health --workers 1     # liveness of a deployment: someone is consuming",
+    )
+    health.add_argument("--workers", type=int, default=0, metavar="N", help="require N live workers")
 
     reprocess = commands.add_parser(
         "reprocess",
@@ -371,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up": cmd_up,
         "alias": cmd_alias,
         "project": cmd_project,
+        "status": cmd_status,
+        "health": cmd_health,
     }[args.command]
     try:
         return handler(args, settings)
@@ -384,7 +430,7 @@ class ConfigError(Exception):
 
 
 @contextlib.contextmanager
-def _servers(settings: Settings, *, database: bool = True, redis: bool = True) -> Iterator[Settings]:
+def servers_for(settings: Settings, *, database: bool = True, redis: bool = True) -> Iterator[Settings]:
     """The configured servers, or the embedded ones for whichever URL is not set.
 
     Embedded URLs are exported to the environment, so worker processes and actors (which read
@@ -418,7 +464,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
 
-    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+    with servers_for(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
         version = apply_schema(conn)
     print(f"schema version {version} is in place")
     return EXIT_OK
@@ -431,7 +477,7 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
     data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
     items = read_items(data)
-    with _servers(settings, database=False) as settings:
+    with servers_for(settings, database=False) as settings:
         broker = setup_broker(settings)
         try:
             batch_size = args.batch_size or settings.batch_size
@@ -463,17 +509,97 @@ def _read_file(path: str) -> bytes:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.runner import StartupError, run_workers
 
+    processes = args.processes or settings.processes
     try:
-        with _servers(settings) as settings:
+        with servers_for(settings) as settings, _metrics(settings, processes):
             return run_workers(
                 settings,
-                processes=args.processes or settings.processes,
+                processes=processes,
                 threads=args.threads or settings.threads,
                 queues=args.queues,
                 burst=args.burst,
             )
     except StartupError as e:
         raise ConfigError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _metrics(settings: Settings, processes: int) -> Iterator[None]:
+    """Serve /metrics from this process while the workers run (HBW_METRICS_PORT, 0: off).
+
+    With several processes their counters meet in a fresh PROMETHEUS_MULTIPROC_DIR, which must be
+    set before prometheus_client is first imported, here and in the children that inherit it.
+    """
+    if not settings.metrics_port:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    directory = None
+    if processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        directory = tempfile.mkdtemp(prefix="hbw-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from worker.broker import make_broker
+    from worker.metrics import MetricsServer
+
+    server = None
+    try:
+        try:
+            server = MetricsServer(
+                make_broker(settings), settings.metrics_port, settings.worker_heartbeat_timeout_ms
+            )
+        except OSError as e:
+            log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))
+        yield
+    finally:
+        if server:
+            server.close()
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from worker.status import render_status
+
+    max_lag = args.max_lag if args.max_lag is not None else settings.max_lag_seconds
+    with servers_for(settings) as settings:
+        from worker.broker import make_broker
+        from worker.database import get_engine
+        from worker.status import collect_status
+
+        broker, engine = make_broker(settings), get_engine(settings.database_url)
+
+        def once() -> int:
+            status = collect_status(broker, engine, heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms)
+            if args.json:
+                print(json.dumps(status.as_dict(), default=str), flush=True)
+            else:
+                render_status(status, max_lag, Console())
+            return EXIT_FAILED if status.max_lag_seconds > max_lag else EXIT_OK
+
+        if not args.watch:
+            return once()
+        try:
+            while True:
+                if not args.json:
+                    Console().clear()
+                code = once()
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return code
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.health import check_health
+
+    with servers_for(settings) as settings:
+        checks = check_health(settings, workers=args.workers)
+    for check in checks:
+        print(f"{'ok' if check.ok else 'FAIL':4}  {check.name}: {check.detail}")
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
 
 
 def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
@@ -489,7 +615,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from worker.database import get_engine
     from worker.runs import RunSpec, run_key
 
-    with _servers(settings) as settings:
+    with servers_for(settings) as settings:
         with get_engine(settings.database_url).connect() as conn:
             first, _ = db_runs.select_day_range(conn)
         if first is None and not args.since:
@@ -508,7 +634,7 @@ def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace
     from worker.database import get_engine
     from worker.runs import execute_run
 
-    with _servers(settings) as settings:
+    with servers_for(settings) as settings:
         engine, broker = get_engine(settings.database_url), setup_broker(settings)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         bar = Progress(*columns, transient=False, disable=not (wait and pace))
@@ -556,7 +682,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from worker.broker import setup_broker
 
     queues = [args.queue] if args.queue else list(QUEUES)
-    with _servers(settings, database=False) as settings:
+    with servers_for(settings, database=False) as settings:
         broker = setup_broker(settings)
         letters = deadletters.list_dead_letters(broker, queues, limit=getattr(args, "limit", None))
         if args.dlq_command == "list":
@@ -598,7 +724,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.verify import verify_range
     from worker.database import get_engine
 
-    with _servers(settings, redis=False) as settings:
+    with servers_for(settings, redis=False) as settings:
         engine = get_engine(settings.database_url)
         with engine.connect() as conn:
             first, _ = db_runs.select_day_range(conn)
@@ -643,7 +769,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.retention import prune_before
     from worker.database import get_engine
 
-    with _servers(settings, redis=False) as settings:
+    with servers_for(settings, redis=False) as settings:
         engine = get_engine(settings.database_url)
         if args.dry_run:
             with engine.connect() as conn:
@@ -667,7 +793,7 @@ def cmd_alias(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.projects import ProjectError, add_alias, list_aliases, remove_alias
     from worker.database import get_engine
 
-    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+    with servers_for(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
         try:
             if args.alias_command == "add":
                 change = add_alias(conn, args.user, args.alias, args.project)
@@ -694,7 +820,7 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.projects import ProjectError, list_projects, set_project_metadata
     from worker.database import get_engine
 
-    with _servers(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+    with servers_for(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
         if args.project_command == "list":
             projects = list_projects(conn, args.user)
             if args.json:
@@ -731,7 +857,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.demo import run_demo
 
-    with _servers(settings) as settings:
+    with servers_for(settings) as settings:
         return run_demo(settings, Console())
 
 
@@ -740,7 +866,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from worker.database import get_engine
     from worker.runner import StartupError, run_workers
 
-    with _servers(settings) as settings:
+    with servers_for(settings) as settings:
         with get_engine(settings.database_url).begin() as conn:
             apply_schema(conn)
         processes = args.processes or settings.processes

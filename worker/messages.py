@@ -83,13 +83,22 @@ def parse_payload(model: type[BaseModel], args: Sequence[Any], kwargs: dict[str,
         raise PoisonMessage(describe_errors(e)) from None
 
 
-def store_message(heartbeats: list[dict[str, Any]]) -> dramatiq.Message:
+def _options(batch_id: str | None) -> dict[str, Any]:
+    return {"batch_id": batch_id} if batch_id else {}
+
+
+def store_message(heartbeats: list[dict[str, Any]], batch_id: str | None = None) -> dramatiq.Message:
     return dramatiq.Message(
-        queue_name=HEARTBEATS_QUEUE, actor_name=STORE_ACTOR, args=(heartbeats,), kwargs={}, options={}
-    )
+        queue_name=HEARTBEATS_QUEUE, actor_name=STORE_ACTOR, args=(heartbeats,), kwargs={},
+        options=_options(batch_id),
+    )  # fmt: skip
 
 
-def recompute_message(job: str, keys: Sequence[tuple[str, dt.date]]) -> dramatiq.Message:
+def recompute_message(
+    job: str, keys: Sequence[tuple[str, dt.date]], batch_id: str | None = None
+) -> dramatiq.Message:
     queue, actor = RECOMPUTE[job]
     args = ([[user_id, day.isoformat()] for user_id, day in keys],)
-    return dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={})
+    return dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=args, kwargs={}, options=_options(batch_id)
+    )

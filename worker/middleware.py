@@ -1,5 +1,8 @@
 """Our Dramatiq middleware: per-message log context, one summary line per message, and a loud
-structured line for every dead-lettered message."""
+structured line for every dead-lettered message.
+
+The summary line (``message.done``) carries the actor, message id, batch id, duration and whatever
+counts the actor bound to the log context while it ran (received, inserted, recomputed, ...)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ class MessageLog(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         structlog.contextvars.bind_contextvars(message_id=message.message_id, actor=message.actor_name)
+        if batch_id := message.options.get("batch_id"):  # correlates a batch from enqueue to derived jobs
+            structlog.contextvars.bind_contextvars(batch_id=batch_id)
         message.options["hbw_started"] = time.monotonic()
 
     def after_process_message(
@@ -94,8 +99,10 @@ class WorkerHeartbeat(Middleware):
         self._stop.set()
 
     def _run(self, broker) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
             try:
                 broker.beat()
             except Exception:  # Redis away: the consumers notice too; try again next beat
                 log.warning("worker.heartbeat_failed", exc_info=True)
+            if self._stop.wait(self.interval):
+                return

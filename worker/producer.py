@@ -18,6 +18,7 @@ way, :class:`EnqueueError` says how many heartbeats were enqueued before the fai
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class EnqueueResult:
     #: Messages put on the heartbeats queue, and the heartbeats they carry.
     messages: int = 0
     enqueued: int = 0
+    #: Carried by this call's messages (and the derived jobs they cause) into every log line.
+    batch_id: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -51,6 +54,7 @@ class EnqueueResult:
             "rejected": [{"index": r.index, "reason": r.reason} for r in self.rejected],
             "messages": self.messages,
             "enqueued": self.enqueued,
+            "batch_id": self.batch_id,
         }
 
 
@@ -72,9 +76,10 @@ def enqueue_heartbeats(
     broker = broker or dramatiq.get_broker()
     validated = validate_heartbeats(items)
     result = EnqueueResult(accepted=len(validated.accepted), rejected=validated.rejected)
+    result.batch_id = uuid.uuid4().hex[:16]
     for batch in chunked(validated.accepted, batch_size):
         try:
-            broker.enqueue(store_message(list(batch)))
+            broker.enqueue(store_message(list(batch), result.batch_id))
         except Exception as e:
             raise EnqueueError(result, e) from e
         result.messages += 1
@@ -89,6 +94,7 @@ def send_recomputes(
     keys_per_message: int,
     delay_ms: int | None = None,
     broker: dramatiq.Broker | None = None,
+    batch_id: str | None = None,
 ) -> int:
     """Send derived-job messages for pending (job, user, day) rows, then record them as sent.
 
@@ -106,7 +112,7 @@ def send_recomputes(
     sent = 0
     for job, keys in sorted(by_job.items()):
         for chunk in chunked(sorted(set(keys)), keys_per_message):
-            broker.enqueue(recompute_message(job, chunk), delay=delay_ms or None)
+            broker.enqueue(recompute_message(job, chunk, batch_id), delay=delay_ms or None)
             sent += 1
     with engine.begin() as conn:
         db_pending.mark_enqueued(conn, items)

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     embedded_pg_port: int = Field(default=54329, ge=1, le=65535)
     embedded_redis_port: int = Field(default=63799, ge=1, le=65535)
 
+    #: Prometheus /metrics port of `hbw worker` (0: no endpoint). Two `hbw worker` commands on one
+    #: host need different ports.
+    metrics_port: int = Field(default=9191, ge=0, le=65535)
+    #: `hbw status` exits 1 when a queue's oldest ready message is older than this.
+    max_lag_seconds: float = Field(default=300, gt=0)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

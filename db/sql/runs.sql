@@ -67,3 +67,7 @@ WHERE day BETWEEN :since AND :until
 
 -- name: select_latest_runs
 SELECT * FROM reprocess_runs ORDER BY started_at DESC LIMIT :limit
+
+-- name: select_last_run
+-- The latest run of a kind (`hbw status` shows the last daily reprocess).
+SELECT * FROM reprocess_runs WHERE kind = :kind ORDER BY started_at DESC LIMIT 1

@@ -95,9 +95,9 @@ def test_one_summary_line_per_message_with_its_id(db, settings, broker, log_even
     broker.enqueue(message)
     drain(settings)
     events = log_events()
-    [stored_event] = [e for e in events if e["event"] == "heartbeats.stored"]
-    assert stored_event["message_id"] == message.message_id and stored_event["inserted"] == 1
     done = [e for e in events if e["event"] == "message.done"]
+    [store_done] = [e for e in done if e["actor"] == "store_heartbeats"]
+    assert store_done["message_id"] == message.message_id and store_done["inserted"] == 1
     assert {e["actor"] for e in done} == {
         "store_heartbeats",
         "recompute_projects",

@@ -1,0 +1,52 @@
+"""`hbw health`: are the dependencies of a worker ready? For process managers and Kubernetes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
+    """Every check runs, so the output says everything that is wrong at once."""
+    from db.schema import expected_version
+    from worker.broker import make_broker
+    from worker.database import get_engine
+    from worker.status import read_workers
+
+    checks = []
+    try:
+        engine = get_engine(settings.database_url)
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT version FROM hbw_schema")).scalar_one_or_none()
+        wanted = expected_version()
+        checks.append(Check("postgresql", True, "answers"))
+        detail = f"version {found}"
+        if found != wanted:
+            detail += f", expected {wanted}: run `hbw db init`"
+        checks.append(Check("schema", found == wanted, detail))
+    except Exception as e:
+        checks.append(Check("postgresql", False, _reason(e)))
+    try:
+        broker = make_broker(settings)
+        broker.client.ping()
+        checks.append(Check("redis", True, "answers"))
+        if workers:
+            alive, _dead = read_workers(broker, settings.worker_heartbeat_timeout_ms)
+            checks.append(Check("workers", len(alive) >= workers, f"{len(alive)} alive, {workers} required"))
+    except Exception as e:
+        checks.append(Check("redis", False, _reason(e)))
+    return checks
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

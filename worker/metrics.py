@@ -1,0 +1,156 @@
+"""Prometheus metrics: Dramatiq's own (same names as dramatiq.middleware.prometheus, so its
+dashboards work) and ours, served by `hbw worker` on HBW_METRICS_PORT (default 9191).
+
+Several worker processes write their counters to files in PROMETHEUS_MULTIPROC_DIR (the
+prometheus_client multiprocess mode), which `hbw worker` sets before it starts them; the process
+that serves the endpoint adds them up. Queue depth, lag and live workers are read from Redis at
+scrape time (Dramatiq's middleware has none of them), so every replica reports the same queues.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from worker import status as status_
+from worker.logs import get_logger
+
+log = get_logger("hbw.metrics")
+
+_MS_BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000, 30_000, 60_000,
+               600_000, float("inf"))  # fmt: skip
+_LABELS = ["queue_name", "actor_name"]
+
+MESSAGES = Counter("dramatiq_messages", "The number of messages processed.", _LABELS)
+ERRORS = Counter("dramatiq_message_errors", "The number of messages that raised.", _LABELS)
+RETRIES = Counter("dramatiq_message_retries", "The number of messages retried.", _LABELS)
+REJECTS = Counter("dramatiq_message_rejects", "The number of messages dead-lettered.", _LABELS)
+DURATION = Histogram(
+    "dramatiq_message_duration_milliseconds",
+    "The time spent processing messages.",
+    _LABELS,
+    buckets=_MS_BUCKETS,
+)
+HEARTBEATS = Counter(
+    "hbw_heartbeats", "Heartbeats seen by the store, by outcome: stored, duplicate, rejected.", ["outcome"]
+)
+RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days a derived job recomputed.", ["job"])
+RECOMPUTE_SECONDS = Histogram(
+    "hbw_recompute_duration_seconds",
+    "Time a derived job's message took, locks and writes included.",
+    ["job"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
+)
+
+
+class Metrics(Middleware):
+    """Counts every message by outcome and duration, here and in Redis (for `hbw status`)."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        message.options["hbw_metrics_started"] = time.monotonic()
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result=None, exception=None
+    ) -> None:
+        labels = (message.queue_name, message.actor_name)
+        started = message.options.pop("hbw_metrics_started", None)
+        MESSAGES.labels(*labels).inc()
+        if started is not None:
+            DURATION.labels(*labels).observe((time.monotonic() - started) * 1000)
+        if exception is not None:
+            ERRORS.labels(*labels).inc()
+            (REJECTS if message.failed else RETRIES).labels(*labels).inc()
+        self._count(broker, {f"processed.{message.queue_name}": 1})
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        message.options.pop("hbw_metrics_started", None)
+        if message.failed:
+            REJECTS.labels(message.queue_name, message.actor_name).inc()
+
+    @staticmethod
+    def _count(broker: dramatiq.Broker, amounts: dict[str, int]) -> None:
+        client = getattr(broker, "client", None)
+        if client is None:
+            return
+        try:
+            status_.count(client, broker.namespace, amounts)
+        except Exception as e:  # statistics must never fail a message
+            log.warning("metrics.count_failed", error=f"{type(e).__name__}: {e}")
+
+
+def record_store(broker: dramatiq.Broker, *, inserted: int, duplicates: int, rejected: int) -> None:
+    HEARTBEATS.labels("stored").inc(inserted)
+    HEARTBEATS.labels("duplicate").inc(duplicates)
+    HEARTBEATS.labels("rejected").inc(rejected)
+    Metrics._count(broker, {"stored": inserted})
+
+
+def record_recompute(job: str, user_days: int, seconds: float) -> None:
+    RECOMPUTED.labels(job).inc(user_days)
+    RECOMPUTE_SECONDS.labels(job).observe(seconds)
+
+
+class QueueCollector:
+    """Queue depth, lag, dead letters and live workers, read from Redis at each scrape."""
+
+    def __init__(self, broker: dramatiq.Broker, heartbeat_timeout_ms: int) -> None:
+        self.broker, self.heartbeat_timeout_ms = broker, heartbeat_timeout_ms
+
+    def collect(self):
+        up = GaugeMetricFamily("hbw_redis_up", "1 when Redis answered this scrape.")
+        try:
+            alive, dead = status_.read_workers(self.broker, self.heartbeat_timeout_ms)
+            queues = status_.read_queues(self.broker, alive)
+        except Exception as e:
+            log.warning("metrics.redis_unavailable", error=f"{type(e).__name__}: {e}")
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, attribute, help_text in (
+            ("hbw_queue_ready", "ready", "Messages waiting for a worker."),
+            ("hbw_queue_delayed", "delayed", "Messages waiting for their eta (retries, debounced jobs)."),
+            ("hbw_queue_in_flight", "in_flight", "Messages fetched by workers and not yet acked."),
+            ("hbw_queue_dead_lettered", "dead_lettered", "Messages in the dead-letter queue."),
+            ("hbw_queue_lag_seconds", "lag_seconds", "Age of the oldest ready message."),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["queue_name"])
+            for queue in queues:
+                family.add_metric([queue.name], getattr(queue, attribute))
+            yield family
+        workers = GaugeMetricFamily("hbw_workers", "Workers by Dramatiq heartbeat.", labels=["state"])
+        workers.add_metric(["alive"], len(alive))
+        workers.add_metric(["dead"], dead)
+        yield workers
+
+
+class MetricsServer:
+    """The /metrics endpoint, served from a background thread until close()."""
+
+    def __init__(self, broker: dramatiq.Broker, port: int, heartbeat_timeout_ms: int, host: str = "0.0.0.0"):
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry)
+        else:
+            self.registry = REGISTRY
+        self.collector = QueueCollector(broker, heartbeat_timeout_ms)
+        self.registry.register(self.collector)
+        try:
+            self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError:
+            self.registry.unregister(self.collector)
+            raise
+        self.port = self.server.server_port
+        log.info("metrics.serving", port=self.port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.registry.unregister(self.collector)

@@ -1,0 +1,229 @@
+"""What an operator needs at a glance: is the system keeping up? (`hbw status`, `hbw health`, and
+the queue gauges of the metrics endpoint.)
+
+Queue state is read straight from Dramatiq's Redis structures, per queue ``<ns>:<q>``:
+
+* ready: the list ``<ns>:<q>`` (oldest first: Dramatiq pushes right and pops left);
+* delayed: ``<ns>:<q>.DQ.msgs`` (retries waiting for their backoff, debounced derived jobs);
+* in flight: ``<ns>:__acks__.<worker>.<q>`` of every worker (fetched, being processed or
+  prefetched, not yet acked);
+* dead-lettered: ``<ns>:<q>.XQ``;
+* lag: age of the oldest ready message (counted from its eta when it was delayed), the time a
+  new message waits before a worker takes it.
+
+Workers register in ``<ns>:hbw.workers`` with their liveness beat (Dramatiq's own
+``<ns>:__heartbeats__`` also lists producers); a worker is alive while its beat is younger than the
+heartbeat timeout, and dead while stale and still in ``__heartbeats__`` (Dramatiq's maintenance
+has not yet requeued its messages and removed it). Throughput comes from per-10-second counters
+the workers keep in Redis (:func:`count`), summed over the last minute.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dramatiq
+import orjson
+import redis
+import sqlalchemy as sa
+
+from db import pending as db_pending
+from db import runs as db_runs
+from worker.messages import QUEUES
+
+BUCKET_SECONDS = 10
+BUCKET_TTL_SECONDS = 3600
+
+
+@dataclass
+class QueueState:
+    name: str
+    ready: int
+    delayed: int
+    in_flight: int
+    dead_lettered: int
+    lag_seconds: float
+    processed_last_minute: int
+
+
+@dataclass
+class Status:
+    queues: list[QueueState]
+    workers_alive: int
+    workers_dead: int
+    heartbeats_stored_last_minute: int
+    pending_recomputes: int | None = None
+    last_reprocess: dict[str, Any] | None = None
+    checked_at: float = field(default_factory=time.time)
+
+    @property
+    def max_lag_seconds(self) -> float:
+        return max((q.lag_seconds for q in self.queues), default=0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "max_lag_seconds": self.max_lag_seconds}
+
+
+# -- counters the workers keep ----------------------------------------------------------------
+
+
+def _bucket_key(namespace: str, name: str, bucket: int) -> str:
+    return f"{namespace}:hbw.stats:{name}:{bucket}"
+
+
+def count(client: redis.Redis, namespace: str, amounts: dict[str, int], now: float | None = None) -> None:
+    """Add to this 10-second bucket of each named counter (one round trip)."""
+    bucket = int((now or time.time()) // BUCKET_SECONDS)
+    pipe = client.pipeline(transaction=False)
+    for name, amount in amounts.items():
+        key = _bucket_key(namespace, name, bucket)
+        pipe.incrby(key, amount)
+        pipe.expire(key, BUCKET_TTL_SECONDS)
+    pipe.execute()
+
+
+def last_minute(
+    client: redis.Redis, namespace: str, names: list[str], now: float | None = None
+) -> dict[str, int]:
+    """Each counter summed over the six complete 10-second buckets before now."""
+    current = int((now or time.time()) // BUCKET_SECONDS)
+    buckets = range(current - 6, current)
+    keys = [_bucket_key(namespace, name, b) for name in names for b in buckets]
+    values = client.mget(keys) if keys else []
+    out = {}
+    for i, name in enumerate(names):
+        out[name] = sum(int(v) for v in values[i * 6 : i * 6 + 6] if v is not None)
+    return out
+
+
+# -- reading the queues -----------------------------------------------------------------------
+
+
+def _message_age(raw: bytes | None, now_ms: float) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        message = orjson.loads(raw)
+        since = max(message.get("message_timestamp", now_ms), (message.get("options") or {}).get("eta", 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return 0.0
+    return max(0.0, (now_ms - since) / 1000)
+
+
+def read_workers(broker: dramatiq.Broker, timeout_ms: int, now: float | None = None) -> tuple[list[str], int]:
+    """(ids of live workers, number of dead ones whose messages are not yet rescued)."""
+    now_ms = (now or time.time()) * 1000
+    pipe = broker.client.pipeline(transaction=False)
+    pipe.zrange(f"{broker.namespace}:hbw.workers", 0, -1, withscores=True)
+    pipe.zrange(f"{broker.namespace}:__heartbeats__", 0, -1)
+    workers, dramatiq_beats = pipe.execute()
+    unrescued = set(dramatiq_beats)
+    alive = [w.decode() for w, score in workers if now_ms - score < timeout_ms]
+    dead = sum(1 for w, score in workers if now_ms - score >= timeout_ms and w in unrescued)
+    return alive, dead
+
+
+def read_queues(
+    broker: dramatiq.Broker, worker_ids: list[str], queues=QUEUES, now: float | None = None
+) -> list[QueueState]:
+    ns, client = broker.namespace, broker.client
+    now = now or time.time()
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(f"{ns}:{queue}")
+        pipe.hlen(f"{ns}:{queue}.DQ.msgs")
+        pipe.zcard(f"{ns}:{queue}.XQ")
+        pipe.lindex(f"{ns}:{queue}", 0)
+        for worker in worker_ids:
+            pipe.scard(f"{ns}:__acks__.{worker}.{queue}")
+    replies = pipe.execute()
+    oldest_ids = {}
+    states = []
+    per_queue = 4 + len(worker_ids)
+    for i, queue in enumerate(queues):
+        ready, delayed, dead, oldest, *acks = replies[i * per_queue : (i + 1) * per_queue]
+        oldest_ids[queue] = oldest
+        states.append(QueueState(queue, ready, delayed, sum(acks), dead, 0.0, 0))
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.hget(f"{ns}:{queue}.msgs", oldest_ids[queue]) if oldest_ids[queue] else pipe.echo("")
+    for state, raw in zip(states, pipe.execute(), strict=True):
+        state.lag_seconds = round(_message_age(raw or None, now * 1000), 3)
+    processed = last_minute(client, ns, [f"processed.{q}" for q in queues], now)
+    for state in states:
+        state.processed_last_minute = processed[f"processed.{state.name}"]
+    return states
+
+
+def collect_status(
+    broker: dramatiq.Broker, engine: sa.Engine | None, *, heartbeat_timeout_ms: int, queues=QUEUES
+) -> Status:
+    """Queues and workers from Redis; pending work and the last daily reprocess from PostgreSQL."""
+    now = time.time()
+    alive, dead = read_workers(broker, heartbeat_timeout_ms, now)
+    status = Status(
+        queues=read_queues(broker, alive, queues, now),
+        workers_alive=len(alive),
+        workers_dead=dead,
+        heartbeats_stored_last_minute=last_minute(broker.client, broker.namespace, ["stored"], now)["stored"],
+        checked_at=now,
+    )
+    if engine is not None:
+        with engine.connect() as conn:
+            status.pending_recomputes = db_pending.count_pending(conn)
+            last = db_runs.select_last_run(conn, "reprocess")
+        if last is not None:
+            finished = last.finished_at
+            status.last_reprocess = {
+                "run_key": last.run_key,
+                "status": last.status,
+                "started_at": last.started_at.isoformat(),
+                "finished_at": finished.isoformat() if finished else None,
+                "seconds": round((finished - last.started_at).total_seconds(), 1) if finished else None,
+                "user_days": last.user_days,
+                "error": last.error,
+            }
+    return status
+
+
+def render_status(status: Status, max_lag: float, console) -> None:
+    """The status as a table (rich), lag above `max_lag` in red."""
+    from rich.table import Table
+
+    when = time.strftime("%H:%M:%S", time.localtime(status.checked_at))
+    table = Table(title=f"queues at {when}", title_justify="left")
+    for column in ("queue", "ready", "delayed", "in flight", "dead", "lag", "done/min"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for q in status.queues:
+        lag = f"{q.lag_seconds:,.1f}s"
+        table.add_row(
+            q.name,
+            f"{q.ready:,}",
+            f"{q.delayed:,}",
+            f"{q.in_flight:,}",
+            f"[red]{q.dead_lettered:,}[/]" if q.dead_lettered else "0",
+            f"[red]{lag}[/]" if q.lag_seconds > max_lag else lag,
+            f"{q.processed_last_minute:,}",
+        )
+    console.print(table)
+    dead = ""
+    if status.workers_dead:
+        dead = f", [red]{status.workers_dead} dead (their messages are being recovered)[/]"
+    console.print(f"workers: {status.workers_alive} alive{dead}")
+    console.print(f"heartbeats stored in the last minute: {status.heartbeats_stored_last_minute:,}")
+    if status.pending_recomputes is not None:
+        console.print(f"pending recomputations (user-day x job): {status.pending_recomputes:,}")
+    last = status.last_reprocess
+    if last:
+        took = f", took {last['seconds']}s" if last["seconds"] is not None else ""
+        error = f" error: {last['error']}" if last["error"] else ""
+        console.print(
+            f"last daily reprocess: {last['run_key']} {last['status']} "
+            f"(started {last['started_at']}{took}, {last['user_days']:,} user-days){error}"
+        )
+    else:
+        console.print("last daily reprocess: never")
+    if status.max_lag_seconds > max_lag:
+        console.print(f"[red]lag {status.max_lag_seconds:,.0f}s exceeds {max_lag:,.0f}s[/]")
