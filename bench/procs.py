@@ -1,0 +1,131 @@
+"""Worker processes for the benchmark: started as the Procfile starts them, measured from /proc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def hbw_command(*args: str) -> list[str]:
+    """`hbw ...` from this environment (the console script next to this interpreter)."""
+    script = Path(sys.executable).with_name("hbw")
+    return [str(script) if script.exists() else shutil.which("hbw") or "hbw", *args]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    name, value = line.split(":")
+                    values[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return values
+
+
+class Workers:
+    """A supervisor (`hbw worker` or any command) and its worker children, with an RSS sampler."""
+
+    def __init__(self, command: Sequence[str], env: dict[str, str], expect: int) -> None:
+        self.command, self.env, self.expect = list(command), env, expect
+        self.proc: subprocess.Popen | None = None
+        self.peak_kib: dict[int, int] = {}
+        self.samples: list[tuple[float, dict[int, int]]] = []  # (seconds since start, pid -> RSS KiB)
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def __enter__(self) -> Workers:
+        log = os.environ.get("HBW_BENCH_WORKER_LOG")  # keep the workers' logs, for a closer look
+        stderr = open(log, "ab") if log else subprocess.PIPE
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 60
+        while len(self.pids()) < self.expect:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+                raise RuntimeError(f"{' '.join(self.command)} did not start its workers:\n{err}")
+            time.sleep(0.1)
+        if self.proc.stderr:
+            threading.Thread(target=self._drain_stderr, daemon=True).start()
+        time.sleep(2)  # imports done, consumers connected
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _drain_stderr(self) -> None:
+        assert self.proc and self.proc.stderr
+        for _ in self.proc.stderr:
+            pass
+
+    def pids(self) -> list[int]:
+        return children(self.proc.pid) if self.proc else []
+
+    def _sample(self, every: float = 0.5) -> None:
+        started = time.monotonic()
+        last_kept = -1e9
+        while not self._stop.wait(every):
+            now = {pid: memory_kib(pid) for pid in self.pids()}
+            for pid, mem in now.items():
+                self.peak_kib[pid] = max(self.peak_kib.get(pid, 0), mem.get("VmHWM", 0), mem.get("VmRSS", 0))
+            elapsed = time.monotonic() - started
+            if elapsed - last_kept >= 10:  # a sample every 10 s for the soak report
+                self.samples.append((elapsed, {pid: mem.get("VmRSS", 0) for pid, mem in now.items()}))
+                last_kept = elapsed
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._sampler:
+            self._sampler.join()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def cpu_seconds_by_program() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process on the machine, by program:
+    'postgres', 'redis-server', 'python' (heartbeat-worker, the benchmark, dramatiq) and 'other'."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        fields = tail.split()
+        used = (int(fields[11]) + int(fields[12])) / ticks
+        program = next(
+            (p for p in ("postgres", "redis-server", "python", "hbw") if name.startswith(p)), "other"
+        )
+        program = "python" if program == "hbw" else program
+        totals[program] = totals.get(program, 0.0) + used
+    return totals
