@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 3
+-- schema-version: 4
 
 -- ---------------------------------------------------------------------------------------------
 -- Raw store
@@ -356,6 +356,18 @@ CREATE TABLE IF NOT EXISTS reprocess_runs (
     host         text,
     pid          integer
 );
+
+-- API keys of the WakaTime-compatible HTTP ingest (`hbw serve`, `hbw keys`). Only a SHA-256 of the
+-- normalised key is kept: keys are random UUIDs (122 bits), so a slow password hash would add
+-- nothing but cost on every request. `hint` (the last 4 characters) tells keys apart in listings.
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash    bytea       PRIMARY KEY,
+    user_id     text        NOT NULL CHECK (length(user_id) BETWEEN 1 AND 255),
+    hint        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id);
 
 CREATE TABLE IF NOT EXISTS hbw_schema (
     singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),

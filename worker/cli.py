@@ -364,6 +364,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     archived.add_argument("--unarchived", dest="is_archived", action="store_false", help="unarchive it")
 
+    serve = commands.add_parser(
+        "serve",
+        help="WakaTime-compatible HTTP ingest for editor plugins",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap(
+            "Serve WakaTime's heartbeat API: POST /api/v1/users/current/heartbeats and "
+            "/api/v1/users/current/heartbeats.bulk. Point a plugin at it by setting api_url = "
+            "http://HOST:PORT/api/v1 in ~/.wakatime.cfg, with an api_key from `hbw keys create USER`. "
+            "A request is answered 201 once its heartbeats are queued, 503 when Redis cannot take them "
+            "(clients keep them and retry). GET /healthz and /readyz are for probes."
+        ),
+        epilog="example:\n  hbw keys create alice\n  hbw serve --port 8080\n"
+        "  # ~/.wakatime.cfg: api_url = http://localhost:8080/api/v1",
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8080")), help="port (default $PORT or 8080)"
+    )
+    serve.add_argument("--workers", "-w", type=_positive, default=1, help="server processes (default 1)")
+
+    keys = commands.add_parser(
+        "keys",
+        help="API keys of `hbw serve`: create, list, revoke",
+        description=_wrap(
+            "Keys are in WakaTime's format (waka_ + a UUID v4), so plugins accept them. Only a hash is "
+            "stored: a key is shown once, when it is created. A revoked key stops working within "
+            "HBW_HTTP_KEY_CACHE_SECONDS."
+        ),
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    keys_create = keys_commands.add_parser("create", help="issue a key for USER and print it")
+    keys_create.add_argument("user", metavar="USER")
+    keys_list = keys_commands.add_parser("list", help="USER's keys (last 4 characters, created, revoked)")
+    keys_list.add_argument("user", metavar="USER")
+    keys_list.add_argument("--json", action="store_true", help="print JSON")
+    keys_revoke = keys_commands.add_parser("revoke", help="revoke one KEY, or every key of --user")
+    target = keys_revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("key", metavar="KEY", nargs="?", help="the key to revoke")
+    target.add_argument("--user", metavar="USER", help="revoke all of USER's keys")
+
     commands.add_parser(
         "demo",
         help="run the whole system on a sample week and print a report",
@@ -417,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "project": cmd_project,
         "status": cmd_status,
         "health": cmd_health,
+        "serve": cmd_serve,
+        "keys": cmd_keys,
     }[args.command]
     try:
         return handler(args, settings)
@@ -849,6 +891,53 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
             print(f"hbw: {e}", file=sys.stderr)
             return EXIT_REJECTED
     print(json.dumps(row, default=str))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    with servers_for(settings) as settings:
+        print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
+        uvicorn.run(
+            "worker.web:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,  # our structlog chain, configured by the factory
+            access_log=False,  # one `http.heartbeats` line per request instead
+            timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        )
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from db.keys import list_keys, revoke_user_keys
+    from jobs.keys import ApiKeyError, create_key, revoke_key
+    from worker.database import get_engine
+
+    with servers_for(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+        try:
+            if args.keys_command == "create":
+                print(create_key(conn, args.user))
+            elif args.keys_command == "list":
+                rows = [
+                    {"hint": f"...{r.hint}", "created_at": r.created_at, "revoked_at": r.revoked_at}
+                    for r in list_keys(conn, args.user)
+                ]
+                if args.json:
+                    print(json.dumps(rows, default=str))
+                for row in [] if args.json else rows:
+                    revoked = f"  revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else ""
+                    print(f"{row['hint']}  created {row['created_at']:%Y-%m-%d %H:%M}{revoked}")
+            elif args.user:
+                print(f"revoked {revoke_user_keys(conn, args.user)} key(s) of {args.user!r}")
+            else:
+                print(f"revoked a key of {revoke_key(conn, args.key)!r}")
+        except ApiKeyError as e:
+            print(f"hbw: {e}", file=sys.stderr)
+            return EXIT_REJECTED
     return EXIT_OK
 
 

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     #: `hbw status` exits 1 when a queue's oldest ready message is older than this.
     max_lag_seconds: float = Field(default=300, gt=0)
 
+    #: `hbw serve` (WakaTime-compatible HTTP ingest): request limits, and how long a key lookup is
+    #: cached per process (a revoked key keeps working for at most that long).
+    http_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    http_max_heartbeats: int = Field(default=1000, ge=1)
+    http_rate_limit_per_minute: int = Field(default=600, ge=0)  # per key; 0: no limit
+    http_key_cache_seconds: float = Field(default=60, ge=0)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
