@@ -64,6 +64,8 @@ class Workers:
         deadline = time.monotonic() + 60
         while len(self.pids()) < self.expect:
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is None:  # stuck: stop it, or reading its stderr never ends
+                    self.proc.kill()
                 err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
                 raise RuntimeError(f"{' '.join(self.command)} did not start its workers:\n{err}")
             time.sleep(0.1)
@@ -80,7 +82,12 @@ class Workers:
             pass
 
     def pids(self) -> list[int]:
-        return children(self.proc.pid) if self.proc else []
+        """The worker processes: the children, or the command itself when it runs one process
+        in-process (`hbw worker` with HBW_PROCESSES=1 does)."""
+        if not self.proc:
+            return []
+        kids = children(self.proc.pid)
+        return kids if kids or self.expect > 1 else [self.proc.pid]
 
     def _sample(self, every: float = 0.5) -> None:
         started = time.monotonic()
