@@ -89,11 +89,15 @@ class KeyCache:
         self.engine, self.ttl = engine, ttl
         self._entries: dict[bytes, tuple[str | None, float]] = {}
 
+    MISS = object()
+
+    def cached(self, key_hash: bytes) -> str | object | None:
+        """The cached answer, or MISS (no database work: safe on the event loop)."""
+        entry = self._entries.get(key_hash)
+        return entry[0] if entry and entry[1] > time.monotonic() else self.MISS
+
     def user_for(self, key_hash: bytes) -> str | None:
         now = time.monotonic()
-        cached = self._entries.get(key_hash)
-        if cached and cached[1] > now:
-            return cached[0]
         with self.engine.connect() as conn:
             user_id = select_key_user(conn, key_hash)
         if self.ttl > 0:
@@ -153,7 +157,9 @@ def create_app(
         if normalized is None:
             raise HttpError(401, "invalid API key: expected a UUID v4, optionally prefixed waka_")
         key_hash = hash_key(normalized)
-        user_id = await run_in_threadpool(keys.user_for, key_hash)
+        user_id = keys.cached(key_hash)
+        if user_id is KeyCache.MISS:
+            user_id = await run_in_threadpool(keys.user_for, key_hash)
         if user_id is None:
             raise HttpError(401, "unknown or revoked API key")
         return user_id, key_hash
@@ -190,11 +196,13 @@ def create_app(
     async def ingest(request: Request, items: list[Any], user_id: str, key_hash: bytes) -> list[tuple]:
         """Enqueue `items`; one (body, status) per item. Raises 503 when Redis cannot take them."""
         items = with_headers(request, user_id, items)
+
+        def check_and_enqueue():
+            limiter.check(key_hash)
+            return enqueue_heartbeats(items, batch_size=settings.batch_size, broker=broker)
+
         try:
-            await run_in_threadpool(limiter.check, key_hash)
-            result = await run_in_threadpool(
-                enqueue_heartbeats, items, batch_size=settings.batch_size, broker=broker
-            )
+            result = await run_in_threadpool(check_and_enqueue)
         except (EnqueueError, redis.RedisError) as e:
             log.warning("http.unavailable", error=str(e))
             raise HttpError(
