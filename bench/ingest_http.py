@@ -22,9 +22,9 @@ import time
 import urllib.request
 
 import redis
-import sqlalchemy as sa
 from rich.console import Console
 
+from bench.phases import recreate_database
 from bench.procs import hbw_command
 from db.schema import apply_schema
 from jobs.keys import create_key
@@ -97,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         with servers_for(get_settings()) as settings:
-            url = sa.engine.make_url(settings.database_url)
-            admin = get_engine(url.set(database="postgres").render_as_string(hide_password=False))
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-                conn.execute(sa.text(f"CREATE DATABASE {DATABASE}"))
-            admin.dispose()
-            db_url = url.set(database=DATABASE).render_as_string(hide_password=False)
+            db_url = recreate_database(settings.database_url, DATABASE)
             engine = get_engine(db_url)
             with engine.begin() as conn:
                 apply_schema(conn)

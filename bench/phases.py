@@ -115,13 +115,7 @@ def _bench_environment(settings: Settings) -> dict[str, str]:
     """A fresh database and a Redis namespace of our own; the environment the workers get."""
     import os
 
-    url = sa.engine.make_url(settings.database_url)
-    admin = get_engine(url.set(database="postgres").render_as_string(hide_password=False))
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {DATABASE}"))
-    admin.dispose()
-    bench_url = url.set(database=DATABASE).render_as_string(hide_password=False)
+    bench_url = recreate_database(settings.database_url, DATABASE)
     env = {
         **os.environ,
         "DATABASE_URL": bench_url,
@@ -134,6 +128,17 @@ def _bench_environment(settings: Settings) -> dict[str, str]:
     with get_engine(bench_url).begin() as conn:
         apply_schema(conn)
     return env
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server of `server_url`; returns its URL."""
+    url = sa.engine.make_url(server_url)
+    admin = get_engine(url.set(database="postgres").render_as_string(hide_password=False))
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def _purge(client: redis.Redis, namespace: str) -> None:

@@ -9,6 +9,8 @@ touches anybody's data and two sessions can run side by side.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import socket
@@ -124,6 +126,15 @@ def drain(settings: Settings, *, threads: int = 4) -> None:
     from worker.runner import run_worker
 
     assert run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05) == 0
+
+
+@pytest.fixture
+def log_events():
+    """The JSON log lines production would write during the test, as dicts."""
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    configure_logging("json", "INFO")
 
 
 @pytest.fixture

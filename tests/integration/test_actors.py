@@ -3,7 +3,6 @@ structured log line, and never take good data down with them."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
@@ -12,18 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import drain
-from worker.logs import configure_logging
 from worker.messages import store_message
 
 NOW = time.time()
-
-
-@pytest.fixture
-def log_events():
-    stream = io.StringIO()
-    configure_logging("json", "INFO", stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    configure_logging("json", "INFO")
 
 
 def dead_letters(broker, queue: str) -> list[dict]:

@@ -3,9 +3,7 @@ endpoint (in-process and from `hbw worker` with two processes), and the per-mess
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -21,7 +19,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import drain, free_port
 from worker import cli
 from worker import status as status_
-from worker.logs import configure_logging
 from worker.messages import QUEUES, recompute_message, store_message
 from worker.producer import enqueue_heartbeats
 
@@ -183,17 +180,10 @@ def test_hbw_worker_with_two_processes_serves_their_summed_metrics(db, broker, s
         assert proc.wait(60) == 0
 
 
-def test_one_summary_line_per_message_with_counts_and_batch_id(db, broker, settings):
+def test_one_summary_line_per_message_with_counts_and_batch_id(db, broker, settings, log_events):
     result = enqueue_heartbeats(heartbeats(12), batch_size=100, broker=broker)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    out = io.StringIO()
-    configure_logging("json", "INFO", stream=out)  # what production writes
-    try:
-        drain(settings)
-    finally:
-        root.handlers, root.level = handlers, level
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    drain(settings)
+    lines = log_events()
     done = [line for line in lines if line["event"] == "message.done"]
     store = [line for line in done if line["actor"] == "store_heartbeats"]
     assert len(store) == 1
