@@ -73,6 +73,25 @@ def test_other_fields_and_normalisation_do_not(engine):
     assert key(engine, project="  web ", category="CODING") == base
 
 
+def test_store_inlines_the_identity_function(engine):
+    """hbw_identity must be inlined into the store's statement, not called once per heartbeat
+    through the SQL-function executor (it was, while declared IMMUTABLE over a STABLE body, and
+    that was a third of the store's cost). Inlined, the plan shows its body, not its name."""
+    with engine.connect() as conn:
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                sa.text(
+                    "EXPLAIN (VERBOSE) SELECT hbw_identity(u, e, 'file', 'coding', t, p, b, l, w) "
+                    "FROM (VALUES ('alice', 'a.py', 1::bigint, 'web', 'main', 'Python', true), "
+                    "             ('bob', 'b.py', 2, NULL, NULL, NULL, false)) "
+                    "AS v(u, e, t, p, b, l, w)"
+                )
+            )
+        )
+    assert "sha256" in plan and "hbw_identity" not in plan, plan
+
+
 def test_time_in_microseconds_rounds_half_away_from_zero():
     assert time_us(1_700_000_000.1234565) == 1_700_000_000_123_457  # decimal digits as sent
     assert time_us(1_700_000_000) == 1_700_000_000_000_000
