@@ -114,9 +114,23 @@ class Workers:
                 self.proc.wait()
 
 
+PROGRAMS = ("postgres", "redis-server", "python", "hbw")
+
+
+def _program(name: str) -> str:
+    program = next((p for p in PROGRAMS if name.startswith(p)), "other")
+    return "python" if program == "hbw" else program
+
+
 def cpu_seconds_by_program() -> dict[str, float]:
     """CPU seconds (user + system) used so far by every process on the machine, by program:
-    'postgres', 'redis-server', 'python' (heartbeat-worker, the benchmark, dramatiq) and 'other'."""
+    'postgres', 'redis-server', 'python' (heartbeat-worker, the benchmark, dramatiq) and 'other'.
+
+    Processes that ended count too, under the program of the process that reaped them: the
+    kernel adds a reaped child's time to its parent's cutime/cstime (the postmaster's, for
+    backends, autovacuum and parallel workers; the benchmark's, for `--burst` workers). A live
+    process's cutime holds only children that ended, so nothing is counted twice.
+    """
     ticks = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
     for entry in os.scandir("/proc"):
@@ -127,12 +141,8 @@ def cpu_seconds_by_program() -> dict[str, float]:
                 head, tail = f.read().rsplit(")", 1)
         except OSError:
             continue
-        name = head.split("(", 1)[1]
         fields = tail.split()
-        used = (int(fields[11]) + int(fields[12])) / ticks
-        program = next(
-            (p for p in ("postgres", "redis-server", "python", "hbw") if name.startswith(p)), "other"
-        )
-        program = "python" if program == "hbw" else program
+        used = sum(int(value) for value in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+        program = _program(head.split("(", 1)[1])
         totals[program] = totals.get(program, 0.0) + used
     return totals
