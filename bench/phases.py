@@ -398,7 +398,7 @@ def naive_phase(sample, engine, env, settings: Settings, console: Console) -> di
             while not queues_empty(naive.broker, [naive.QUEUE]):
                 time.sleep(0.1)
         elapsed = time.perf_counter() - started
-        _purge(naive.broker.client, naive.NAMESPACE)
+    _purge(naive.broker.client, naive.NAMESPACE)  # once its workers stopped beating
     return {"per_s": len(sample) / elapsed, "sample": len(sample), "seconds": elapsed}
 
 
