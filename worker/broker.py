@@ -38,10 +38,17 @@ class HbwConsumer(_RedisConsumer):
       consumer the delayed messages it held, while their ids stay in this live worker's ack set,
       so nothing rescues them until the worker dies. Here the consumer that replaces it hands
       them back to their queue first.
+    * When Redis dies after a fetch took messages into this worker's ack set but before its reply
+      arrived (with ``appendfsync always`` the fetch survives the crash), the worker never sees
+      those messages and nothing rescues them while it lives. The replacing consumer hands back
+      every id in its ack set that this process did not take and has not yet acked.
     """
 
     #: (worker id, queue) -> messages a closed consumer still held in memory, to hand back.
     _orphaned: ClassVar[dict[tuple[str, str], list[bytes]]] = {}
+    #: (worker id, queue) -> Redis ids this process's consumers handed to the worker threads and
+    #: have not acked or nacked yet: running, or waiting for a thread. They belong in the ack set.
+    _taken: ClassVar[dict[tuple[str, str], set[str]]] = {}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +64,18 @@ class HbwConsumer(_RedisConsumer):
                 self._orphaned.setdefault((self.broker.broker_id, self.queue_name), []).extend(held)
         super().close()
 
+    @property
+    def _taken_ids(self) -> set[str]:
+        return self._taken.setdefault((self.broker.broker_id, self.queue_name), set())
+
+    def ack(self, message) -> None:
+        super().ack(message)
+        self._taken_ids.discard(message.options.get("redis_message_id"))
+
+    def nack(self, message) -> None:
+        super().nack(message)
+        self._taken_ids.discard(message.options.get("redis_message_id"))
+
     def _requeue_data(self, datas: list[bytes]) -> None:
         ids = find_held_ids(self.broker, self.queue_name, set(datas))
         if ids:
@@ -64,13 +83,14 @@ class HbwConsumer(_RedisConsumer):
 
     def _recover(self) -> None:
         """Hand back what an earlier consumer of this queue, in this process, left behind."""
-        if self.queue_name.endswith(".DQ"):
-            # Whatever this worker holds on a delay queue lived only in the previous consumer.
-            held = self.broker.client.smembers(
-                f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-            )
-            if held:
-                self.broker.do_requeue(self.queue_name, *(h.decode() for h in held))
+        held = {h.decode() for h in self.broker.client.smembers(
+            f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        )}  # fmt: skip
+        # On a delay queue, whatever this worker holds lived only in the previous consumer; on
+        # others, what it holds but never handed to a thread was fetched by a consumer Redis cut off.
+        lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids
+        if lost:
+            self.broker.do_requeue(self.queue_name, *sorted(lost))
         orphans = self._orphaned.pop((self.broker.broker_id, self.queue_name), [])
         if orphans:
             self._requeue_data(orphans)
@@ -95,6 +115,8 @@ class HbwConsumer(_RedisConsumer):
                 redis_id = find_held_message(self.broker, self.queue_name, proxy.message_id)
                 if redis_id:
                     proxy.options["redis_message_id"] = redis_id
+            if proxy is not None:
+                self._taken_ids.add(proxy.options.get("redis_message_id"))
             return proxy
 
 
