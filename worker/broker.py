@@ -7,6 +7,7 @@ it. Producers only need the broker (they build messages from ``worker.messages``
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import ClassVar
 
@@ -34,18 +35,15 @@ class HbwConsumer(_RedisConsumer):
       until the worker dies and then crashes the next one: here it goes straight to the
       dead-letter queue, with the reason. A message whose options lack ``redis_message_id`` gets
       it back, so it can be acked.
-    * When Redis goes away, Dramatiq drops the messages a consumer had prefetched, and a delay-queue
-      consumer the delayed messages it held, while their ids stay in this live worker's ack set,
-      so nothing rescues them until the worker dies. Here the consumer that replaces it hands
-      them back to their queue first.
-    * When Redis dies after a fetch took messages into this worker's ack set but before its reply
-      arrived (with ``appendfsync always`` the fetch survives the crash), the worker never sees
-      those messages and nothing rescues them while it lives. The replacing consumer hands back
-      every id in its ack set that this process did not take and has not yet acked.
+    * When Redis goes away, messages stay in this live worker's ack set that no thread of it will
+      ever process, so nothing rescues them until the worker dies: those a consumer had
+      prefetched (Dramatiq drops them), the delayed messages a delay-queue consumer held, and
+      those a fetch took just before Redis died without its reply arriving (with ``appendfsync
+      always`` the fetch survives the crash). The consumer that replaces it hands back every id
+      in its ack set that this process did not hand to a worker thread (or, on a delay queue,
+      every id), before it fetches anything.
     """
 
-    #: (worker id, queue) -> messages a closed consumer still held in memory, to hand back.
-    _orphaned: ClassVar[dict[tuple[str, str], list[bytes]]] = {}
     #: (worker id, queue) -> Redis ids this process's consumers handed to the worker threads and
     #: have not acked or nacked yet: running, or waiting for a thread. They belong in the ack set.
     _taken: ClassVar[dict[tuple[str, str], set[str]]] = {}
@@ -58,10 +56,9 @@ class HbwConsumer(_RedisConsumer):
         held = [data for data in self.message_cache if data is not None]
         self.message_cache = []
         if held:
-            try:
+            # With Redis gone their ids stay in the ack set, and the replacing consumer hands them back.
+            with contextlib.suppress(redis.ConnectionError):
                 self._requeue_data(held)
-            except redis.ConnectionError:
-                self._orphaned.setdefault((self.broker.broker_id, self.queue_name), []).extend(held)
         super().close()
 
     @property
@@ -86,14 +83,10 @@ class HbwConsumer(_RedisConsumer):
         held = {h.decode() for h in self.broker.client.smembers(
             f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
         )}  # fmt: skip
-        # On a delay queue, whatever this worker holds lived only in the previous consumer; on
-        # others, what it holds but never handed to a thread was fetched by a consumer Redis cut off.
+        # On a delay queue, whatever this worker holds lived only in the previous consumer.
         lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids
         if lost:
             self.broker.do_requeue(self.queue_name, *sorted(lost))
-        orphans = self._orphaned.pop((self.broker.broker_id, self.queue_name), [])
-        if orphans:
-            self._requeue_data(orphans)
         self._recovered = True
 
     def __next__(self):
