@@ -26,15 +26,13 @@ from rich.table import Table
 
 from bench import data, phases
 from bench.procs import cpu_seconds_by_program, hbw_command
-from jobs.heartbeat import chunked
 from worker.broker import setup_broker
 from worker.cli import ConfigError, servers_for
 from worker.database import get_engine
 from worker.messages import QUEUES
-from worker.producer import enqueue_heartbeats
 from worker.settings import get_settings
 
-PROGRAMS = ("python", "postgres", "redis-server")
+REPORTED = ("python", "postgres", "redis-server")
 
 
 def drain(queue: str, env: dict[str, str]) -> dict[str, float]:
@@ -43,7 +41,7 @@ def drain(queue: str, env: dict[str, str]) -> dict[str, float]:
     command = [*hbw_command("worker"), "-p", "1", "-t", "1", "--burst", "--queues", queue]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     after, elapsed = cpu_seconds_by_program(), time.perf_counter() - started
-    return {"seconds": elapsed, **{p: after.get(p, 0.0) - before.get(p, 0.0) for p in PROGRAMS}}
+    return {"seconds": elapsed, **{p: after.get(p, 0.0) - before.get(p, 0.0) for p in REPORTED}}
 
 
 def run(n: int, console: Console) -> dict[str, Any]:
@@ -57,10 +55,7 @@ def run(n: int, console: Console) -> dict[str, Any]:
     phases._purge(client, phases.NAMESPACE)
 
     console.print(f"generating and enqueueing {n:,} heartbeats (no workers running) ...")
-    items = data.generate(n)
-    for chunk in chunked(items, settings.batch_size):
-        enqueue_heartbeats(chunk, batch_size=settings.batch_size, broker=broker)
-    del items
+    phases.enqueue_phase(data.generate(n), broker, client, settings.batch_size)
 
     startup = drain("projects", env)  # still empty (nothing stored yet): start-up and shutdown only
     stages = {}
