@@ -42,7 +42,15 @@ MAX_FUTURE_SECONDS = 3600
 MAX_INT = 2**31 - 1
 
 _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
-_CATEGORY = "(?i)^(?:" + "|".join(re.escape(c) for c in sorted(CATEGORIES)) + ")$"
+# ASCII case-insensitive only: a regex's (?i) folds Unicode too, so "deſigning" (long s) would match.
+_CATEGORY = (
+    "^(?:"
+    + "|".join(
+        "".join(f"[{ch}{ch.upper()}]" if ch.isalpha() else re.escape(ch) for ch in c)
+        for c in sorted(CATEGORIES)
+    )
+    + ")$"
+)
 _CATEGORY_LIST = ", ".join(sorted(CATEGORIES))
 _NAMES = ("project", "branch", "language", "user_agent", "machine")
 _COUNTS = ("lines", "lineno", "cursorpos", "project_root_count", "line_additions", "line_deletions")
@@ -66,7 +74,7 @@ class _Incoming(TypedDict, total=False):
     user_id: Required[_text(min_length=1, max_length=255)]
     entity: Required[_text(min_length=1, max_length=4096)]
     type: Literal["file", "domain", "url", "app"] | None
-    category: Annotated[str, StringConstraints(strict=True, to_lower=True, pattern=_CATEGORY)] | None
+    category: Annotated[str, StringConstraints(strict=True, pattern=_CATEGORY)] | None
     time: Required[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
     project: _text(max_length=255, strip=True) | None
     branch: _text(max_length=255, strip=True) | None
@@ -96,7 +104,7 @@ def _normalise(item: dict[str, Any], now: float) -> dict[str, Any]:
         "user_id": item["user_id"],
         "entity": item["entity"],
         "type": item.get("type") or "file",
-        "category": item.get("category") or "coding",
+        "category": (item.get("category") or "coding").lower(),  # ASCII by now
         "time": when,
         "is_write": bool(item.get("is_write")),
     }

@@ -60,6 +60,12 @@ def test_category_is_case_insensitive_and_stored_lower_case():
     assert "category" in reason(category="")
 
 
+@pytest.mark.parametrize("lookalike", ["deſigning", "codİng", "ｃoding", "coding\u200b"])
+def test_category_case_is_ascii_only(lookalike):
+    # Unicode case folding maps the long s to "s" (and the Kelvin sign to "k"): not a category.
+    assert reason(category=lookalike).startswith("category: must be one of")
+
+
 @pytest.mark.parametrize("value", ["file", "domain", "url", "app"])
 def test_types(value):
     assert ok(type=value)["type"] == value
