@@ -7,110 +7,22 @@ it. Producers only need the broker (they build messages from ``worker.messages``
 
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import ClassVar
+from importlib import resources
 
 import dramatiq
-import redis
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
-from worker.deadletters import dead_letter_raw, find_held_ids, find_held_message
-from worker.logs import get_logger
+from worker.consumer import HbwConsumer
+from worker.logs import describe_error, get_logger
 from worker.middleware import MessageLog, WorkerHeartbeat
 from worker.settings import Settings
 
 log = get_logger("hbw.broker")
 
 _installed: dramatiq.Broker | None = None
-
-
-class HbwConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, hardened.
-
-    * A message it cannot decode (a careless producer) crashes Dramatiq's consumer, stays unacked
-      until the worker dies and then crashes the next one: here it goes straight to the
-      dead-letter queue, with the reason. A message whose options lack ``redis_message_id`` gets
-      it back, so it can be acked.
-    * When Redis goes away, messages stay in this live worker's ack set that no thread of it will
-      ever process, so nothing rescues them until the worker dies: those a consumer had
-      prefetched (Dramatiq drops them), the delayed messages a delay-queue consumer held, and
-      those a fetch took just before Redis died without its reply arriving (with ``appendfsync
-      always`` the fetch survives the crash). The consumer that replaces it hands back every id
-      in its ack set that this process did not hand to a worker thread (or, on a delay queue,
-      every id), before it fetches anything.
-    """
-
-    #: (worker id, queue) -> Redis ids this process's consumers handed to the worker threads and
-    #: have not acked or nacked yet: running, or waiting for a thread. They belong in the ack set.
-    _taken: ClassVar[dict[tuple[str, str], set[str]]] = {}
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._recovered = False
-
-    def close(self) -> None:
-        held = [data for data in self.message_cache if data is not None]
-        self.message_cache = []
-        if held:
-            # With Redis gone their ids stay in the ack set, and the replacing consumer hands them back.
-            with contextlib.suppress(redis.ConnectionError):
-                self._requeue_data(held)
-        super().close()
-
-    @property
-    def _taken_ids(self) -> set[str]:
-        return self._taken.setdefault((self.broker.broker_id, self.queue_name), set())
-
-    def ack(self, message) -> None:
-        super().ack(message)
-        self._taken_ids.discard(message.options.get("redis_message_id"))
-
-    def nack(self, message) -> None:
-        super().nack(message)
-        self._taken_ids.discard(message.options.get("redis_message_id"))
-
-    def _requeue_data(self, datas: list[bytes]) -> None:
-        ids = find_held_ids(self.broker, self.queue_name, set(datas))
-        if ids:
-            self.broker.do_requeue(self.queue_name, *ids)
-
-    def _recover(self) -> None:
-        """Hand back what an earlier consumer of this queue, in this process, left behind."""
-        held = {h.decode() for h in self.broker.client.smembers(
-            f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        )}  # fmt: skip
-        # On a delay queue, whatever this worker holds lived only in the previous consumer.
-        lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids
-        if lost:
-            self.broker.do_requeue(self.queue_name, *sorted(lost))
-        self._recovered = True
-
-    def __next__(self):
-        if not self._recovered:
-            try:
-                self._recover()
-            except redis.ConnectionError as e:
-                raise ConnectionClosed(e) from None
-        while True:
-            try:
-                proxy = super().__next__()
-            except DecodeError as e:
-                error = f"undecodable message: {type(e.error).__name__}: {e.error}"
-                if not dead_letter_raw(self.broker, self.queue_name, self.broker.broker_id, e.data, error):
-                    log.error("message.undecodable", queue=self.queue_name, error=error)
-                continue
-            if proxy is not None and "redis_message_id" not in proxy.options:
-                # Acking needs it: a producer that left it out gets it filled in from our records.
-                redis_id = find_held_message(self.broker, self.queue_name, proxy.message_id)
-                if redis_id:
-                    proxy.options["redis_message_id"] = redis_id
-            if proxy is not None:
-                self._taken_ids.add(proxy.options.get("redis_message_id"))
-            return proxy
 
 
 class HbwRedisBroker(RedisBroker):
@@ -128,10 +40,24 @@ class HbwRedisBroker(RedisBroker):
         super().__init__(**options)
         self.maintenance_interval = maintenance_interval_ms / 1000
         self._last_maintenance: dict[str, float] = {}
+        fetch = resources.files("worker").joinpath("lua/fetch.lua").read_bytes()
+        self._fetch = self.client.register_script(fetch)
 
     @property
     def consumer_class(self):
         return HbwConsumer
+
+    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes]]:
+        """Take up to `count` messages off a queue into this worker's ack set: (Redis id, data) pairs.
+
+        Dramatiq's fetch returns only the data; ours returns the ids Redis holds them under (see
+        worker.consumer). Maintenance, which Dramatiq runs inside its fetch, runs here when due.
+        """
+        if self._maintenance_due("fetch", queue_name):
+            self.do_maintain(queue_name)  # a command dispatch.lua does not know: maintenance only
+        reply = self._fetch(args=[self.namespace, queue_name, self.broker_id, count])
+        pairs = zip(reply[::2], reply[1::2], strict=True)
+        return [(redis_id.decode(), data) for redis_id, data in pairs if data is not None]
 
     def beat(self) -> None:
         """Tell the other processes this worker is alive.
@@ -150,6 +76,8 @@ class HbwRedisBroker(RedisBroker):
     def _maintenance_due(self, command: str, queue_name: str) -> int:
         if command in ("ack", "nack"):  # Dramatiq never runs maintenance on these either
             return 0
+        if command == "maintain":
+            return 1
         now = time.monotonic()
         if now - self._last_maintenance.get(queue_name, 0.0) >= self.maintenance_interval:
             self._last_maintenance[queue_name] = now
@@ -189,9 +117,9 @@ class SafeRetries(Retries):
         except Exception as e:
             message.fail()
             message.options["hbw_error"] = (
-                f"could not schedule a retry ({type(e).__name__}: {e}) after {exception!r}"
+                f"could not schedule a retry ({describe_error(e)}) after {describe_error(exception)}"
             )
-            log.error("message.retry_not_scheduled", message_id=message.message_id, error=str(e))
+            log.error("message.retry_not_scheduled", message_id=message.message_id, error=describe_error(e))
 
 
 def make_broker(settings: Settings) -> HbwRedisBroker:

@@ -17,9 +17,9 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import q_name
-from dramatiq.errors import DecodeError
 
 from worker.logs import get_logger
+from worker.messages import admit
 
 log = get_logger("hbw.deadletters")
 
@@ -33,56 +33,6 @@ def record_error(broker, queue: str, redis_message_id: str, **info: Any) -> None
     """Remember why a message was dead-lettered."""
     _, _, errors = _keys(broker, queue)
     broker.client.hset(errors, redis_message_id, json.dumps({"at": int(time.time() * 1000), **info}))
-
-
-def _held(broker, queue: str, worker_id: str) -> tuple[list[bytes], list[bytes | None]]:
-    """The ids a worker holds fetched but unacked on a queue, and their stored messages."""
-    held = list(broker.client.smembers(f"{broker.namespace}:__acks__.{worker_id}.{queue}"))
-    return held, (broker.client.hmget(f"{broker.namespace}:{queue}.msgs", held) if held else [])
-
-
-def find_held_ids(broker, queue: str, datas: set[bytes]) -> list[str]:
-    """The ids under which this worker holds (fetched, unacked) these exact messages."""
-    held, stored_messages = _held(broker, queue, broker.broker_id)
-    return [rid.decode() for rid, stored in zip(held, stored_messages, strict=True) if stored in datas]
-
-
-def find_held_message(broker, queue: str, message_id: str) -> str | None:
-    """The id under which this worker holds (fetched, unacked) the message with this message_id."""
-    held, stored_messages = _held(broker, queue, broker.broker_id)
-    for redis_id, stored in zip(held, stored_messages, strict=True):
-        try:
-            if stored and json.loads(stored).get("message_id") == message_id:
-                return redis_id.decode()
-        except (ValueError, AttributeError):
-            continue
-    return None
-
-
-def dead_letter_raw(broker, queue: str, worker_id: str, data: bytes, error: str) -> bool:
-    """Move a message this worker fetched but cannot even decode to the dead-letter queue.
-
-    Its id is not in the (unreadable) message, so it is found among the ids this worker holds
-    unacked on that queue, by its data. Returns False if it is not there (already moved).
-    """
-    client, ns = broker.client, broker.namespace
-    acks, messages = f"{ns}:__acks__.{worker_id}.{queue}", f"{ns}:{queue}.msgs"
-    raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "replace")
-    held, stored_messages = _held(broker, queue, worker_id)
-    for redis_id, stored in zip(held, stored_messages, strict=True):
-        if stored == raw:
-            xq, xq_messages, errors = _keys(broker, queue)
-            rid = redis_id.decode() if isinstance(redis_id, bytes) else redis_id
-            pipe = client.pipeline(transaction=True)
-            pipe.zadd(xq, {rid: int(time.time() * 1000)})
-            pipe.hset(xq_messages, rid, raw)
-            pipe.hdel(messages, rid)
-            pipe.srem(acks, rid)
-            pipe.hset(errors, rid, json.dumps({"at": int(time.time() * 1000), "error": error}))
-            pipe.execute()
-            log.error("message.dead_lettered", queue=q_name(queue), redis_message_id=rid, error=error)
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -123,10 +73,7 @@ def list_dead_letters(broker, queues: Iterable[str], limit: int | None = None) -
         for (_, score), rid, raw, info in zip(entries, ids, raws, infos, strict=True):
             if raw is None:
                 continue
-            try:  # what a worker can run, by Dramatiq's own standard
-                message = dramatiq.Message.decode(raw).asdict()
-            except DecodeError:
-                message = None
+            message = _runnable(broker, queue, rid, raw)
             details = json.loads(info) if info else {}
             letters.append(
                 DeadLetter(
@@ -135,7 +82,7 @@ def list_dead_letters(broker, queues: Iterable[str], limit: int | None = None) -
                     died_at=score / 1000,
                     actor=(message or {}).get("actor_name") or details.get("actor"),
                     message_id=(message or {}).get("message_id") or details.get("message_id"),
-                    retries=int(((message or {}).get("options") or {}).get("retries", 0) or 0),
+                    retries=(message or {}).get("options", {}).get("retries", 0),
                     error=details.get("error"),
                     message=message,
                     raw=raw,
@@ -143,6 +90,18 @@ def list_dead_letters(broker, queues: Iterable[str], limit: int | None = None) -
             )
     letters.sort(key=lambda letter: letter.died_at)
     return letters[:limit] if limit else letters
+
+
+def _runnable(broker, queue: str, redis_id: str, raw: bytes) -> dict[str, Any] | None:
+    """The dead letter as the message a worker would run (worker.messages.admit), or None when no
+    worker would run it: then it can only be purged. A letter from a delay queue names that queue."""
+    try:
+        fields = dramatiq.get_encoder().decode(raw)
+        named = fields.get("queue_name") if isinstance(fields, dict) else None
+        on = named if isinstance(named, str) and q_name(named) == queue else queue
+        return admit(fields, queue=on, actors=broker.actors, redis_id=redis_id).asdict()
+    except Exception:
+        return None
 
 
 def _drop_stale_errors(broker, queue: str, alive: set[str]) -> None:

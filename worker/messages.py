@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import dramatiq
 import orjson
+from dramatiq.common import q_name
 from dramatiq.encoder import Encoder
 from dramatiq.errors import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,12 +52,80 @@ class FastJSONEncoder(Encoder):
         except orjson.JSONDecodeError:
             try:
                 return json.loads(data)
-            except (ValueError, UnicodeDecodeError) as e:
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise DecodeError("failed to decode message", data, e) from None
 
 
 class PoisonMessage(Exception):
     """A message that can never succeed (malformed payload): dead-lettered at once, never retried."""
+
+
+class MalformedMessage(Exception):
+    """A message a worker must not run at all (wrong shape, unknown actor, bad options)."""
+
+    def __str__(self) -> str:
+        return f"malformed message: {self.args[0]}"
+
+
+#: Dramatiq's message fields and their JSON types.
+_FIELDS = {"queue_name": str, "actor_name": str, "args": list, "kwargs": dict, "options": dict,
+           "message_id": str, "message_timestamp": int}  # fmt: skip
+#: A delayed message further ahead than this is not ours (our delays are retries and debounces).
+MAX_DELAY_MS = 7 * 86_400_000
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+
+
+def admit(
+    fields: Any, *, queue: str, actors: Mapping[str, dramatiq.Actor], redis_id: str
+) -> dramatiq.Message:
+    """The message a worker may run, rebuilt from the decoded fields of one fetched from `queue`
+    under `redis_id`; raises MalformedMessage with the reason.
+
+    Options are the worker's to decide: of what a producer wrote, only ``batch_id`` (log
+    correlation, cut to 64 printable characters), ``retries`` (set by Dramatiq when it schedules a
+    retry) and, on a delay queue, ``eta`` are kept, the last two checked; ``redis_message_id`` is
+    the id Redis holds the message under.
+    Everything else (``throws``, ``max_retries``, ``time_limit``, callbacks, pipelines, ...) is
+    dropped, so no producer can change how a worker runs, retries or follows up a message.
+    """
+    if not isinstance(fields, dict):
+        raise MalformedMessage(f"a JSON {type(fields).__name__}, not an object")
+    if set(fields) != set(_FIELDS):
+        missing, unknown = sorted(set(_FIELDS) - set(fields)), sorted(set(fields) - set(_FIELDS))
+        raise MalformedMessage(
+            f"not Dramatiq's fields (missing: {_shown(missing)}, unknown: {_shown(unknown)})"
+        )
+    for name, kind in _FIELDS.items():
+        if not isinstance(fields[name], kind) or isinstance(fields[name], bool):
+            got = type(fields[name]).__name__
+            raise MalformedMessage(f"{name} must be a JSON {kind.__name__}, not {got}")
+    if fields["queue_name"] != queue:
+        raise MalformedMessage(f"queue_name {_shown(fields['queue_name'])} arrived on queue {queue!r}")
+    actor = actors.get(fields["actor_name"])
+    if actor is None or actor.queue_name != q_name(queue):
+        raise MalformedMessage(f"no actor named {_shown(fields['actor_name'])} on queue {q_name(queue)!r}")
+    if not 0 < len(fields["message_id"]) <= 128 or not fields["message_id"].isprintable():
+        raise MalformedMessage("message_id must be 1 to 128 printable characters")
+    wire = fields["options"]
+    options: dict[str, Any] = {"redis_message_id": redis_id}
+    if isinstance(wire.get("batch_id"), str) and wire["batch_id"]:  # only ever logged: cut, never refused
+        options["batch_id"] = "".join(c if c.isprintable() else "?" for c in wire["batch_id"][:64])
+    if "retries" in wire:
+        retries = wire["retries"]
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries < 2**31:
+            raise MalformedMessage("options.retries must be a non-negative integer")
+        options["retries"] = retries
+    if queue.endswith(".DQ") and wire.get("eta") is not None:
+        eta = wire["eta"]
+        if not isinstance(eta, int | float) or isinstance(eta, bool) or not math.isfinite(eta):
+            raise MalformedMessage("options.eta must be a number (UNIX milliseconds)")
+        if eta > time.time() * 1000 + MAX_DELAY_MS:
+            raise MalformedMessage("options.eta is more than 7 days ahead")
+        options["eta"] = int(eta)
+    return dramatiq.Message(**{**fields, "options": options})
 
 
 class StorePayload(BaseModel):

@@ -44,12 +44,17 @@ def nothing_held(broker) -> bool:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"\xff\xfe not even utf-8", b"{not json", b'{"hello": "world"}', b"[1, 2, 3]"],
+    ("body", "reason"),
+    [
+        (b"\xff\xfe not even utf-8", "undecodable message"),
+        (b"{not json", "undecodable message"),
+        (b'{"hello": "world"}', "malformed message: not Dramatiq's fields"),
+        (b"[1, 2, 3]", "malformed message: a JSON list, not an object"),
+    ],
     ids=["bytes", "broken-json", "wrong-fields", "not-an-object"],
 )
 def test_undecodable_messages_are_dead_lettered_at_once_and_do_not_block_the_queue(
-    db, settings, broker, body, capsys
+    db, settings, broker, body, reason, capsys
 ):
     bad = push_raw(broker, "heartbeats", body)
     broker.enqueue(store_message([heartbeat("after-the-poison")]))
@@ -60,7 +65,7 @@ def test_undecodable_messages_are_dead_lettered_at_once_and_do_not_block_the_que
     assert cli.main(["dlq", "list", "--json"]) == 0
     [letter] = json.loads(capsys.readouterr().out)
     assert letter["id"] == bad and letter["queue"] == "heartbeats"
-    assert letter["error"].startswith("undecodable message")
+    assert letter["error"].startswith(reason)
 
     assert cli.main(["dlq", "retry", bad]) == 0
     assert "cannot retry" in capsys.readouterr().out
