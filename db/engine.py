@@ -24,6 +24,8 @@ def create_engine(url: str, *, pool_size: int = 5, application_name: str = "hbw"
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=3600,
+        # Errors would otherwise carry the statement's parameters: a whole batch of heartbeats.
+        hide_parameters=True,
         connect_args={"options": "-c timezone=UTC", "application_name": application_name},
     )
 

@@ -21,7 +21,7 @@ from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
 from worker.broker import installed_broker
 from worker.database import get_engine
-from worker.logs import get_logger
+from worker.logs import describe_error, get_logger
 from worker.messages import (
     HEARTBEATS_QUEUE,
     RECOMPUTE,
@@ -62,7 +62,7 @@ def _follow_up(engine, items) -> int:
             batch_id=structlog.contextvars.get_contextvars().get("batch_id"),
         )
     except Exception as e:
-        log.warning("derived.send_deferred", rows=len(items), error=f"{type(e).__name__}: {e}")
+        log.warning("derived.send_deferred", rows=len(items), error=describe_error(e))
         return 0
 
 

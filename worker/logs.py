@@ -13,6 +13,9 @@ import sys
 from typing import TextIO
 
 import structlog
+from dramatiq import Message, MessageProxy
+
+_MESSAGE_TYPES = (Message, MessageProxy)
 
 _SHARED: list = [
     structlog.contextvars.merge_contextvars,
@@ -39,6 +42,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | N
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
+    handler.addFilter(_without_payloads)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
@@ -52,6 +56,23 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | N
     logging.getLogger("dramatiq").setLevel(level.upper())
 
 
+def _without_payloads(record: logging.LogRecord) -> bool:
+    """Keep message payloads out of Dramatiq's own log lines.
+
+    Dramatiq formats a message as ``actor(args...)``, which for a store message is the whole
+    batch (file paths, projects, machines: ~0.5 MB a line). Messages become ``actor#message_id``,
+    and its "Failed to process message" lines (traceback included) are dropped: our
+    ``message.retrying`` / ``message.dead_lettered`` line says the same with the reason only.
+    """
+    if record.name.startswith("dramatiq.worker") and str(record.msg).startswith("Failed to process message"):
+        return False
+    if isinstance(record.args, tuple) and any(isinstance(a, _MESSAGE_TYPES) for a in record.args):
+        record.args = tuple(
+            f"{a.actor_name}#{a.message_id}" if isinstance(a, _MESSAGE_TYPES) else a for a in record.args
+        )
+    return True
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -61,3 +82,13 @@ def _isatty(stream: TextIO) -> bool:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
+
+
+def describe_error(error: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, at most `limit` characters: what a log line or a dead
+    letter keeps of an error. SQLAlchemy's messages carry the statement and its parameters (a
+    whole batch of heartbeats), PostgreSQL's a DETAIL with row values; neither belongs in a log."""
+    inner = getattr(error, "orig", None) or error  # SQLAlchemy's wrapper -> the driver's error
+    lines = str(inner).strip().splitlines()
+    line = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
+from pathlib import Path
 
 import dramatiq
 import structlog
 from dramatiq.middleware import Middleware
 
 from worker.deadletters import record_error
-from worker.logs import get_logger
+from worker.logs import describe_error, get_logger
+from worker.messages import PoisonMessage
 
 log = get_logger("hbw.messages")
 
@@ -40,22 +43,17 @@ class MessageLog(Middleware):
         try:
             if exception is None:
                 log.info("message.done", duration_ms=duration_ms)
-            elif message.failed:
-                message.options["hbw_error"] = f"{type(exception).__name__}: {exception}"
-                log.error(
-                    "message.dead_lettered",
-                    duration_ms=duration_ms,
-                    error=f"{type(exception).__name__}: {exception}",
-                    retries=message.options.get("retries", 0),
-                    queue=message.queue_name,
-                )
+                return
+            # Ids, counts and reasons only: never the payload (README, Logs).
+            failure = {"duration_ms": duration_ms, "error": describe_error(exception),
+                       "retries": message.options.get("retries", 0), "queue": message.queue_name}  # fmt: skip
+            if not isinstance(exception, PoisonMessage):  # unexpected: where it happened, frames only
+                failure["where"] = _where(exception)
+            if message.failed:
+                message.options["hbw_error"] = describe_error(exception, limit=2000)
+                log.error("message.dead_lettered", **failure)
             else:
-                log.warning(
-                    "message.retrying",
-                    duration_ms=duration_ms,
-                    error=f"{type(exception).__name__}: {exception}",
-                    retries=message.options.get("retries", 0),
-                )
+                log.warning("message.retrying", **failure)
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -67,21 +65,26 @@ class MessageLog(Middleware):
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         """Keep the reason beside the dead letter (Dramatiq keeps only the message)."""
-        error = message.options.pop("hbw_error", None)
-        if error is None and message.actor_name not in broker.actors:
-            error = f"no actor named {message.actor_name!r}"
-            log.error(
-                "message.dead_lettered", error=error, queue=message.queue_name, message_id=message.message_id
-            )
+        error = message.options.pop("hbw_error", None) or "failed"
         if "redis_message_id" in message.options and hasattr(broker, "client"):
             record_error(
                 broker,
                 message.queue_name,
                 message.options["redis_message_id"],
-                error=error or "failed",
+                error=error,
                 actor=message.actor_name,
                 message_id=message.message_id,
             )
+
+
+def _where(error: BaseException) -> str:
+    """The innermost frames of our own code an error passed through, innermost first."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if "site-packages" not in f.filename and "/lib/python" not in f.filename]
+    return " < ".join(
+        f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} {f.name}"
+        for f in reversed((ours or frames)[-3:])
+    )
 
 
 class WorkerHeartbeat(Middleware):

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from db import pending as db_pending
 from db import runs as db_runs
-from worker.logs import get_logger
+from worker.logs import describe_error, get_logger
 from worker.producer import send_recomputes
 
 log = get_logger("hbw.runs")
@@ -194,5 +194,5 @@ def _execute_locked(
         return RunOutcome("done", f"{spec.key}: done, {handed} user-day(s) recomputed", handed, messages)
     except Exception as e:
         with engine.begin() as conn:
-            db_runs.finish_run(conn, spec.key, "failed", f"{type(e).__name__}: {e}")
+            db_runs.finish_run(conn, spec.key, "failed", describe_error(e, limit=2000))
         raise
