@@ -549,7 +549,8 @@ def _read_file(path: str) -> bytes:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runner import StartupError, run_workers
+    from worker.runner import StartupError
+    from worker.supervisor import run_workers
 
     processes = args.processes or settings.processes
     try:
@@ -953,7 +954,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
-    from worker.runner import StartupError, run_workers
+    from worker.runner import StartupError
+    from worker.supervisor import run_workers
 
     with servers_for(settings) as settings:
         with get_engine(settings.database_url).begin() as conn:

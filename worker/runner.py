@@ -1,20 +1,16 @@
-"""Running workers: one process (:func:`run_worker`) or a supervised group (:func:`run_workers`).
+"""Running one worker process (:func:`run_worker`); ``worker.supervisor`` runs a group of them.
 
 A worker process consumes the queues it is given with a thread pool (Dramatiq's ``Worker``).
-SIGTERM or SIGINT stops it gracefully: in-flight messages get ``shutdown_timeout`` seconds to
-finish, prefetched ones go back to their queue; a second signal exits at once (whatever was in
-flight is redelivered later). With ``burst`` the process exits 0 once its queues, including the
-delayed ones, are empty, nothing is in flight and no recomputation is pending.
-
-The supervisor restarts a worker process that dies unexpectedly; its unacked messages are
-rescued by the broker's maintenance (see ``HbwRedisBroker``).
+SIGTERM or SIGINT stops it gracefully, whenever it arrives (during start-up too): in-flight
+messages get ``shutdown_timeout`` seconds to finish, prefetched ones go back to their queue; a
+second signal exits at once (whatever was in flight is redelivered later). With ``burst`` the
+process exits 0 once its queues, including the delayed ones, are empty, nothing is in flight and
+no recomputation is pending.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -27,7 +23,7 @@ import sqlalchemy as sa
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
 from worker.database import get_engine
-from worker.logs import configure_logging, get_logger
+from worker.logs import get_logger
 from worker.messages import QUEUES, RECOMPUTE
 from worker.settings import Settings
 from worker.sweeper import OrphanSweeper
@@ -43,9 +39,13 @@ class StartupError(Exception):
     """The worker must not start (missing schema, bad configuration); the message says why."""
 
 
-def _wait_for(what: str, check, timeout: float):
+class StoppedDuringStartup(Exception):
+    """A stop signal arrived while the worker waited for its servers: it stops, cleanly."""
+
+
+def _wait_for(what: str, check, timeout: float, stop: threading.Event | None = None):
     """Run `check` until the server answers, for up to `timeout` seconds (a worker starting while
-    the database restarts should wait for it, not crash-loop)."""
+    the database restarts should wait for it, not crash-loop), or until `stop` is set."""
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
@@ -56,16 +56,17 @@ def _wait_for(what: str, check, timeout: float):
                 reason = str(e).strip().splitlines()[0]
                 raise StartupError(f"{what} did not answer within {timeout:g}s: {reason}") from None
             log.warning("startup.waiting", server=what, error=str(e).strip().splitlines()[0])
-            time.sleep(delay)
+            if (stop or threading.Event()).wait(delay):
+                raise StoppedDuringStartup from None
             delay = min(delay * 2, 5)
 
 
-def check_schema(settings: Settings) -> None:
+def check_schema(settings: Settings, stop: threading.Event | None = None) -> None:
     def read_version():
         with get_engine(settings.database_url).connect() as conn:
             return installed_version(conn)
 
-    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout)
+    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout, stop)
     wanted = expected_version()
     if version is None:
         raise StartupError("the database has no heartbeat-worker schema; run `hbw db init` first")
@@ -129,10 +130,18 @@ def run_worker(
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         raise StartupError(f"unknown queue(s): {', '.join(unknown)} (known: {', '.join(QUEUES)})")
-    check_schema(settings)
-
-    broker = setup_broker(settings)
-    _wait_for("Redis", broker.client.ping, settings.startup_timeout)
+    stop = stop or threading.Event()
+    if handle_signals:  # first, so a stop signal during startup stops it cleanly too
+        install_stop_handlers(stop, supervised=supervised)
+    try:
+        check_schema(settings, stop)
+        broker = setup_broker(settings)
+        _wait_for("Redis", broker.client.ping, settings.startup_timeout, stop)
+    except StoppedDuringStartup:
+        stop.set()
+    if stop.is_set():
+        log.info("worker.stopped", before_start=True)
+        return EXIT_OK
     for warning in redis_warnings(broker):
         log.warning("redis.config", problem=warning)
     jobs = [job for job, (queue, _) in RECOMPUTE.items() if queue in queues]
@@ -145,9 +154,6 @@ def run_worker(
         stale_after=dt.timedelta(seconds=settings.sweep_stale_after_s),
     )
     broker.add_middleware(sweeper)
-    stop = stop or threading.Event()
-    if handle_signals:
-        _install_stop_handlers(stop, supervised=supervised)
 
     # Idle threads wake up every worker_timeout ms to check for shutdown; a burst worker should
     # notice quickly that it is done, a long-running one should not poll Redis needlessly.
@@ -175,7 +181,7 @@ def run_worker(
     return EXIT_OK
 
 
-def _install_stop_handlers(stop: threading.Event, *, supervised: bool) -> None:
+def install_stop_handlers(stop: threading.Event, *, supervised: bool) -> None:
     """First signal: stop gracefully. A second one exits at once, unless a supervisor runs this
     process: then repeats are ignored (systemd and `timeout` signal the whole process group, so
     a child may get the same SIGTERM twice) and the supervisor escalates with SIGKILL."""
@@ -191,87 +197,3 @@ def _install_stop_handlers(stop: threading.Event, *, supervised: bool) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _watch_parent(parent: int, stop: threading.Event) -> None:
-    """Stop gracefully if the supervisor dies (SIGKILL, OOM): never leave workers orphaned."""
-    while not stop.wait(1.0):
-        if os.getppid() != parent:
-            log.warning("worker.orphaned", parent=parent)
-            stop.set()
-
-
-def _child(settings: Settings, queues: list[str] | None, threads: int, burst: bool, parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM per child.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_logging(settings.log_format, settings.log_level)
-    stop = threading.Event()
-    threading.Thread(target=_watch_parent, args=(parent, stop), name="parent-watch", daemon=True).start()
-    try:
-        code = run_worker(settings, queues=queues, threads=threads, burst=burst, supervised=True, stop=stop)
-    except StartupError as e:
-        log.error("worker.refused", reason=str(e))
-        code = EXIT_CONFIG
-    raise SystemExit(code)
-
-
-def run_workers(
-    settings: Settings,
-    *,
-    processes: int,
-    threads: int,
-    queues: Sequence[str] | None = None,
-    burst: bool = False,
-) -> int:
-    """Run `processes` worker processes and supervise them; returns the exit code."""
-    if processes == 1:
-        return run_worker(settings, queues=queues, threads=threads, burst=burst)
-    check_schema(settings)  # fail once, clearly, rather than once per child
-
-    context = multiprocessing.get_context("spawn")
-    args = (settings, list(queues) if queues else None, threads, burst, os.getpid())
-    stopping = threading.Event()
-
-    def start(index: int) -> multiprocessing.Process:
-        proc = context.Process(target=_child, args=args, name=f"hbw-worker-{index}", daemon=False)
-        proc.start()
-        log.info("worker.process_started", index=index, pid=proc.pid)
-        return proc
-
-    def forward(signum, frame):
-        if stopping.is_set():
-            for proc in procs.values():
-                if proc.is_alive():
-                    proc.kill()
-            return
-        stopping.set()
-        log.info("worker.stopping", signal=signal.Signals(signum).name, processes=len(procs))
-
-    procs = {index: start(index) for index in range(processes)}
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-
-    codes: dict[int, int] = {}
-    told: set[int] = set()  # pids sent SIGTERM
-    restart_at: dict[int, float] = {}
-    while len(codes) < len(procs):
-        time.sleep(0.2)
-        for index, proc in list(procs.items()):
-            if index in codes:
-                continue
-            if proc.is_alive():
-                if stopping.is_set() and proc.pid not in told:
-                    proc.terminate()  # SIGTERM: graceful; every live worker gets exactly one
-                    told.add(proc.pid)
-                continue
-            if stopping.is_set() or burst or proc.exitcode == EXIT_CONFIG:
-                # one that died earlier and awaited its restart was dealt with already
-                codes[index] = 0 if index in restart_at else proc.exitcode
-            elif index not in restart_at:
-                log.error("worker.process_died", index=index, pid=proc.pid, exitcode=proc.exitcode)
-                restart_at[index] = time.monotonic() + 1
-            elif time.monotonic() >= restart_at[index]:
-                del restart_at[index]
-                procs[index] = start(index)
-    failed = [code for code in codes.values() if code != 0]
-    return (EXIT_CONFIG if EXIT_CONFIG in failed else EXIT_FAILED) if failed else EXIT_OK

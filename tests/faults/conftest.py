@@ -65,12 +65,16 @@ class FaultEnv:
     broker: object
     logs: Path
 
-    def workers(self, *args: str, name: str = "workers", ready: int = 0) -> subprocess.Popen:
-        """Start `hbw worker`; with `ready`, wait until that many worker processes have started."""
+    def workers(
+        self, *args: str, name: str = "workers", ready: int = 0, module: bool = False
+    ) -> subprocess.Popen:
+        """Start `hbw worker ARGS` (or `python ARGS` with `module`) in a process group of its own;
+        with `ready`, wait until that many worker processes have started. ``proc.log`` is its log."""
         path = self.logs / f"{name}-{time.monotonic_ns()}.log"
         log = open(path, "w")  # noqa: SIM115 (lives with the process)
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", *args], env=self.env,
-                                stdout=log, stderr=log)  # fmt: skip
+        command = [sys.executable, *args] if module else [sys.executable, "-m", "worker.cli", "worker", *args]
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        proc.log = path
         deadline = time.monotonic() + 60
         while path.read_text(errors="replace").count('"worker.started"') < ready:
             assert proc.poll() is None and time.monotonic() < deadline, path.read_text()[-3000:]
@@ -170,6 +174,19 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def group(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (Linux /proc): what a supervisor started, at any depth."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[3] == str(pgid) and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
 
 
 def children(pid: int) -> list[int]:

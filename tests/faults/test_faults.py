@@ -4,6 +4,7 @@ dead-lettered, and the database equals the reference: no heartbeat is lost, none
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,7 +12,6 @@ import threading
 import time
 
 import pytest
-import sqlalchemy as sa
 
 from tests import streams
 from tests.faults.conftest import TALLY, children, stop
@@ -99,90 +99,24 @@ def test_redis_crashes_mid_stream(faults):
     faults.assert_converged(stream)
 
 
-class FaultyDelivery:
-    """In-process fault injection on the session broker: duplicate deliveries, acks that fail
-    (Dramatiq retries them) and acks that are lost (the message stays held by this worker)."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def install(self, monkeypatch, broker) -> None:
-        import dramatiq.worker
-        from dramatiq.errors import ConnectionClosed
-        from dramatiq.middleware import Middleware
-
-        from worker.broker import HbwConsumer, HbwRedisBroker
-
-        rng = self.rng
-
-        class FlakyAcks(HbwConsumer):
-            def ack(self, message):
-                roll = rng.random()
-                if roll < 0.1:
-                    TALLY["acks failed (then retried)"] += 1
-                    raise ConnectionClosed(ConnectionError("injected"))
-                if roll < 0.2:
-                    TALLY["acks lost (message redelivered)"] += 1
-                    self.queued_message_ids.discard(message.message_id)
-                    return
-                super().ack(message)
-
-        class Duplicates(Middleware):
-            def after_process_message(self, broker, message, *, result=None, exception=None):
-                if exception is None and rng.random() < 0.1:
-                    TALLY["duplicate deliveries injected"] += 1
-                    broker.enqueue(message.copy())
-
-        monkeypatch.setattr(HbwRedisBroker, "consumer_class", property(lambda self: FlakyAcks))
-        monkeypatch.setattr(dramatiq.worker, "POST_PROCESS_MESSAGE_RETRY_DELAY_SECS", 0.05)
-        duplicates = Duplicates()
-        broker.add_middleware(duplicates)
-        self.remove = lambda: broker.middleware.remove(duplicates)
-
-
-def test_duplicate_deliveries_and_failed_or_lost_acks(
-    db, settings, broker, server_urls, monkeypatch, tmp_path
-):
-    """Workers in this process get the faults; a second worker process rescues what lost acks left."""
-    from tests import reference
-    from tests.conftest import drain
-    from tests.tables import diff, snapshot
-    from worker.producer import enqueue_heartbeats
-    from worker.runner import run_worker
-
+def test_duplicate_deliveries_and_failed_or_lost_acks(faults, tmp_path):
+    """A worker process with delivery faults (tests/faults/faulty_worker.py) takes a stream; a plain
+    worker then rescues what its lost acks left held, once the faulty one is found dead."""
     stream = streams.generate(seed=54, users=8, days=3, invalid_share=0.01)
     rng = random.Random(54)
-    faulty = FaultyDelivery(rng)
-    faulty.install(monkeypatch, broker)
-    stop_event = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(settings,),
-                              kwargs={"handle_signals": False, "stop": stop_event, "threads": 4})  # fmt: skip
-    worker.start()
-    for batch in streams.random_batches(rng, stream.items + stream.items[:500], high=300):
-        enqueue_heartbeats(batch, batch_size=rng.randint(20, 200), broker=broker)
-    time.sleep(3)
-    stop_event.set()
-    worker.join(60)
-    faulty.remove()
-    monkeypatch.undo()
-
-    # This process's worker is gone with lost acks still held: a worker process of its own
-    # (its own broker id, short heartbeat timeout) finds them orphaned and redelivers them.
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HBW_WORKER_HEARTBEAT_TIMEOUT_MS": "2000", "HBW_MAINTENANCE_INTERVAL_MS": "300"}
-    rescuer = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--burst", "--processes", "1"],
-                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert rescuer.returncode == 0, rescuer.stderr[-3000:]
-    drain(settings)
-    assert TALLY["duplicate deliveries injected"] > 0 and TALLY["acks lost (message redelivered)"] > 0
-    expected = reference.compute(stream.valid)
-    snap = snapshot(db)
-    assert diff(expected, snap) == []
-    TALLY["heartbeats lost"] += len(expected.heartbeats - snap["heartbeats"])
-    TALLY["streams converged to the reference"] += 1
-    with db.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM heartbeats")).scalar_one() == len(
-            expected.heartbeats
-        )
+    tally_file = tmp_path / "tally.json"
+    faulty = faults.workers("-m", "tests.faults.faulty_worker", "54", str(tally_file), module=True, ready=1)
+    try:
+        faults.deliver(stream.items + stream.items[:500], rng)
+        time.sleep(3)
+    finally:
+        assert stop(faulty) == 0
+    injected = json.loads(tally_file.read_text())
+    TALLY.update(injected)
+    assert injected["duplicate deliveries injected"] > 0 and injected["acks lost (message redelivered)"] > 0
+    rescuer = faults.workers("--processes", "1", "--threads", "2", name="rescuer", ready=1)
+    try:
+        faults.wait_drained()
+    finally:
+        assert stop(rescuer) == 0
+    faults.assert_converged(stream)

@@ -4,13 +4,15 @@ puts prefetched ones back at once; one that overruns is abandoned and redelivere
 from __future__ import annotations
 
 import os
+import random
 import signal
+import subprocess
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.conftest import FAST, Blocker, children, stop
+from tests.faults.conftest import FAST, Blocker, children, group, stop
 from worker.messages import store_message
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -72,13 +74,58 @@ def test_sigterm_with_a_message_in_flight(faults, overrun):
             assert stop(rest) == 0
 
 
+def left_behind(supervisor) -> list[int]:
+    """Processes of the supervisor's group still alive a moment after it exited (none, if it
+    stopped everything it started)."""
+    deadline = time.monotonic() + 5
+    while group(supervisor.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return group(supervisor.pid)
+
+
+def test_the_group_check_sees_a_stray_process():
+    """What the shutdown tests rely on: a process left behind in the group is found."""
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & exit 0"], start_new_session=True)
+    parent.wait()
+    strays = left_behind(parent)
+    try:
+        assert len(strays) == 1
+    finally:
+        for pid in strays:
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_sigterm_while_a_crashed_worker_awaits_its_restart(faults):
     """The supervisor restarts a dead worker after a second; a SIGTERM inside that second must
     still stop everything (no worker started after stopping began), cleanly."""
     supervisor = faults.workers("--processes", "2", "--threads", "1", ready=2)
-    [first, second] = children(supervisor.pid)
+    [first, _] = children(supervisor.pid)
     os.kill(first, signal.SIGKILL)
     time.sleep(0.4)  # the supervisor has seen it die and waits to restart it
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=SHUTDOWN_TIMEOUT + 15) == 0
-    assert children(supervisor.pid) == [] and not os.path.exists(f"/proc/{second}")
+    assert left_behind(supervisor) == []
+
+
+def started(proc) -> int:
+    return proc.log.read_text(errors="replace").count('"worker.process_started"')
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["after-start", "after-a-restart"])
+def test_sigterm_moments_after_a_worker_process_starts_stops_cleanly(faults, restart):
+    """A SIGTERM that lands while a worker process is still starting (importing, connecting) stops
+    everything gracefully: exit 0, every time, and the stop is logged."""
+    rng = random.Random(6)
+    for attempt in range(4):
+        supervisor = faults.workers("--processes", "2", "--threads", "1", name=f"early-{attempt}",
+                                    ready=2 if restart else 0)  # fmt: skip
+        if restart:
+            os.kill(children(supervisor.pid)[0], signal.SIGKILL)
+        wait_until(lambda: started(supervisor) == (3 if restart else 2))  # noqa: B023
+        time.sleep(rng.uniform(0, 1.5))  # a new worker process takes ~1-2 s to start
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(timeout=SHUTDOWN_TIMEOUT + 15)
+        log = supervisor.log.read_text(errors="replace")
+        assert code == 0, log[-3000:]
+        assert '"worker.stopping"' in log and '"worker.all_stopped"' in log, log[-3000:]
+        assert left_behind(supervisor) == []
