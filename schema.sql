@@ -1,7 +1,18 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 5
+-- schema-version: 6
+
+-- ---------------------------------------------------------------------------------------------
+-- Keys
+-- ---------------------------------------------------------------------------------------------
+
+-- The key of a text too long for a btree entry: the first 16 bytes of sha256 over its UTF-8.
+-- STABLE like convert_to, so PostgreSQL inlines it (see hbw_identity).
+CREATE OR REPLACE FUNCTION hbw_text_key(value text) RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT substring(sha256(convert_to(value, 'UTF8')) FROM 1 FOR 16)
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Raw store
@@ -114,17 +125,21 @@ CREATE TABLE IF NOT EXISTS language_days (
 );
 CREATE INDEX IF NOT EXISTS language_days_project ON language_days (user_id, project);
 
+-- A user agent may be 1024 characters, 4 kB of UTF-8: more than a btree entry holds (~2.7 kB),
+-- so user-agent rows are keyed by agent_key = hbw_text_key(user_agent), not by the text itself.
+-- Every other key (user_id, project, language: at most 255 / 255 / 64 characters) fits as text.
 CREATE TABLE IF NOT EXISTS user_agent_days (
     user_id          text        NOT NULL,
     day              date        NOT NULL,
     user_agent       text        NOT NULL,
+    agent_key        bytea       NOT NULL,
     coding_us        bigint      NOT NULL,
     heartbeat_count  integer     NOT NULL,
     first_at         timestamptz NOT NULL,
     last_at          timestamptz NOT NULL,
-    PRIMARY KEY (user_id, day, user_agent)
+    PRIMARY KEY (user_id, day, agent_key)
 );
-CREATE INDEX IF NOT EXISTS user_agent_days_agent ON user_agent_days (user_id, user_agent);
+-- (Upgrades from schema 5, keyed by the text, follow the user_agents table.)
 
 CREATE TABLE IF NOT EXISTS projects (
     user_id             text             NOT NULL,
@@ -157,6 +172,7 @@ CREATE TABLE IF NOT EXISTS project_languages (
 CREATE TABLE IF NOT EXISTS user_agents (
     user_id               text             NOT NULL,
     user_agent            text             NOT NULL,
+    agent_key             bytea            NOT NULL,  -- hbw_text_key(user_agent), see user_agent_days
     editor                text,
     editor_version        text,
     plugin                text,
@@ -172,8 +188,29 @@ CREATE TABLE IF NOT EXISTS user_agents (
     last_seen_at          timestamptz      NOT NULL,
     total_seconds         double precision NOT NULL,
     heartbeat_count       bigint           NOT NULL,
-    PRIMARY KEY (user_id, user_agent)
+    PRIMARY KEY (user_id, agent_key)
 );
+
+-- From schema 5: user-agent rows were keyed by the text, which a long user agent overflows.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'user_agent_days' AND column_name = 'agent_key') THEN
+        ALTER TABLE user_agent_days ADD COLUMN agent_key bytea;
+        UPDATE user_agent_days SET agent_key = hbw_text_key(user_agent);
+        ALTER TABLE user_agent_days ALTER COLUMN agent_key SET NOT NULL,
+            DROP CONSTRAINT user_agent_days_pkey, ADD PRIMARY KEY (user_id, day, agent_key);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'user_agents' AND column_name = 'agent_key') THEN
+        ALTER TABLE user_agents ADD COLUMN agent_key bytea;
+        UPDATE user_agents SET agent_key = hbw_text_key(user_agent);
+        ALTER TABLE user_agents ALTER COLUMN agent_key SET NOT NULL,
+            DROP CONSTRAINT user_agents_pkey, ADD PRIMARY KEY (user_id, agent_key);
+    END IF;
+END $$;
+DROP INDEX IF EXISTS user_agent_days_agent;
+CREATE INDEX IF NOT EXISTS user_agent_days_key ON user_agent_days (user_id, agent_key);
 
 -- ---------------------------------------------------------------------------------------------
 -- Domain rules that must be computed next to the data
@@ -331,8 +368,8 @@ RETURNS TABLE (user_id text, user_agent text, first_at timestamptz, last_at time
 LANGUAGE sql STABLE AS $$
     SELECT d.user_id, d.user_agent, min(d.first_at), max(d.last_at),
            (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
-    FROM (SELECT DISTINCT u, a FROM unnest(user_ids, user_agents) AS k(u, a)) AS k
-    JOIN user_agent_days d ON d.user_id = k.u AND d.user_agent = k.a
+    FROM (SELECT DISTINCT u, hbw_text_key(a) AS a FROM unnest(user_ids, user_agents) AS k(u, a)) AS k
+    JOIN user_agent_days d ON d.user_id = k.u AND d.agent_key = k.a
     GROUP BY d.user_id, d.user_agent
 $$;
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,11 +122,25 @@ def db(engine: sa.Engine, broker, settings: Settings) -> sa.Engine:
     return engine
 
 
-def drain(settings: Settings, *, threads: int = 4) -> None:
-    """Run a worker in this process until every queue is drained (`hbw worker --burst`)."""
+def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None:
+    """Run a worker in this process until every queue is drained (`hbw worker --burst`); fail,
+    instead of hanging, when it does not drain within `timeout` seconds."""
     from worker.runner import run_worker
 
-    assert run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05) == 0
+    stop, codes = threading.Event(), []
+
+    def run() -> None:
+        codes.append(run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05,
+                                stop=stop))  # fmt: skip
+
+    worker = threading.Thread(target=run, name="drain")
+    worker.start()
+    worker.join(timeout)
+    drained = not worker.is_alive()
+    stop.set()
+    worker.join(60)
+    assert drained, f"the queues did not drain within {timeout:g}s: some message failed or wedged a worker"
+    assert codes == [0]
 
 
 @pytest.fixture

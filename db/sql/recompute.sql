@@ -63,18 +63,21 @@ SELECT user_id, project AS key FROM upserted
 -- name: recompute_user_agent_days
 -- Returns the (user, user agent) pairs whose day rows changed.
 WITH fresh AS (
-    SELECT * FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    SELECT f.*, hbw_text_key(f.user_agent) AS agent_key
+    FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us) f
 ), removed AS (
     DELETE FROM user_agent_days d
     USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
     WHERE d.user_id = k.user_id AND d.day = k.day
       AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.user_agent = d.user_agent)
+                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.agent_key = d.agent_key)
     RETURNING d.user_id, d.user_agent
 ), upserted AS (
-    INSERT INTO user_agent_days AS d (user_id, day, user_agent, coding_us, heartbeat_count, first_at, last_at)
-    SELECT * FROM fresh ORDER BY user_id, day, user_agent
-    ON CONFLICT (user_id, day, user_agent) DO UPDATE
+    INSERT INTO user_agent_days AS d
+        (user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at)
+    SELECT user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at
+    FROM fresh ORDER BY user_id, day, agent_key
+    ON CONFLICT (user_id, day, agent_key) DO UPDATE
     SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
         first_at = excluded.first_at, last_at = excluded.last_at
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
@@ -166,25 +169,27 @@ WITH parsed AS (
         CAST(:version_patch AS integer[]), CAST(:version_prerelease AS text[])
     ) AS p(user_id, user_agent, editor, editor_version, plugin, plugin_version, cli_version, os,
            is_browser_extension, version_major, version_minor, version_patch, version_prerelease)
+), keyed AS (
+    SELECT p.*, hbw_text_key(p.user_agent) AS agent_key FROM parsed p
 ), totals AS (
     SELECT * FROM hbw_user_agent_totals(CAST(:user_ids AS text[]), CAST(:user_agents AS text[]))
 ), removed AS (
     DELETE FROM user_agents u
-    USING parsed p
-    WHERE u.user_id = p.user_id AND u.user_agent = p.user_agent
+    USING keyed p
+    WHERE u.user_id = p.user_id AND u.agent_key = p.agent_key
       AND NOT EXISTS (SELECT 1 FROM totals t WHERE t.user_id = u.user_id AND t.user_agent = u.user_agent)
 )
 INSERT INTO user_agents AS u
-    (user_id, user_agent, editor, editor_version, plugin, plugin_version, cli_version, os,
+    (user_id, user_agent, agent_key, editor, editor_version, plugin, plugin_version, cli_version, os,
      is_browser_extension, version_major, version_minor, version_patch, version_prerelease,
      first_seen_at, last_seen_at, total_seconds, heartbeat_count)
-SELECT p.user_id, p.user_agent, p.editor, p.editor_version, p.plugin, p.plugin_version, p.cli_version,
-       p.os, p.is_browser_extension, p.version_major, p.version_minor, p.version_patch,
+SELECT p.user_id, p.user_agent, p.agent_key, p.editor, p.editor_version, p.plugin, p.plugin_version,
+       p.cli_version, p.os, p.is_browser_extension, p.version_major, p.version_minor, p.version_patch,
        p.version_prerelease, t.first_at, t.last_at, t.total_seconds, t.heartbeat_count
 FROM totals t
-JOIN parsed p ON p.user_id = t.user_id AND p.user_agent = t.user_agent
-ORDER BY p.user_id, p.user_agent
-ON CONFLICT (user_id, user_agent) DO UPDATE
+JOIN keyed p ON p.user_id = t.user_id AND p.user_agent = t.user_agent
+ORDER BY p.user_id, p.agent_key
+ON CONFLICT (user_id, agent_key) DO UPDATE
 SET editor = excluded.editor, editor_version = excluded.editor_version, plugin = excluded.plugin,
     plugin_version = excluded.plugin_version, cli_version = excluded.cli_version, os = excluded.os,
     is_browser_extension = excluded.is_browser_extension, version_major = excluded.version_major,

@@ -58,8 +58,9 @@ def test_verify_finds_hand_made_drift_and_passes_after_reprocess(db, settings, p
         )
         conn.execute(
             sa.text(
-                "INSERT INTO user_agents (user_id, user_agent, first_seen_at, last_seen_at, "
-                "total_seconds, heartbeat_count) VALUES ('user-001', 'ghost/1.0', now(), now(), 1, 1)"
+                "INSERT INTO user_agents (user_id, user_agent, agent_key, first_seen_at, last_seen_at, "
+                "total_seconds, heartbeat_count) "
+                "VALUES ('user-001', 'ghost/1.0', hbw_text_key('ghost/1.0'), now(), now(), 1, 1)"
             )
         )
     code, report = verify(capsys)

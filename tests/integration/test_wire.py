@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 import uuid
 
@@ -15,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import reference, streams
+from tests.conftest import drain
 from tests.tables import diff, snapshot
 from tests.unit.test_admission import OPTION_KEYS
 from worker import cli
@@ -47,27 +47,6 @@ def beat(user: str, entity: str, offset: float = 0) -> dict:
     return {"user_id": user, "entity": entity, "time": NOW - 600 + offset, "project": "p"}
 
 
-def drain_within(settings, seconds: float = 60, threads: int = 2) -> None:
-    """`hbw worker --burst` in a thread: fail (instead of hanging) when it does not drain in time."""
-    from worker.runner import run_worker
-
-    stop = threading.Event()
-    codes = []
-
-    def run() -> None:
-        codes.append(run_worker(settings, threads=threads, burst=True, handle_signals=False, poll_interval=0.05,
-                                stop=stop))  # fmt: skip
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join(seconds)
-    drained = not worker.is_alive()
-    stop.set()
-    worker.join(30)
-    assert drained, f"the worker did not drain within {seconds:g}s: some message stopped or wedged it"
-    assert codes == [0]
-
-
 def stored_entities(engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(sa.text("SELECT entity FROM heartbeats")).scalars())
@@ -85,7 +64,7 @@ def test_a_throws_option_cannot_kill_worker_threads(db, settings, broker, capsys
         push(broker, "heartbeats", store_fields([beat("u", f"ok-{n}"), {"user_id": "u"}],
                                                 options={"throws": "anything"}))  # fmt: skip
     broker.enqueue(store_message([beat("u", "behind")]))
-    drain_within(settings)
+    drain(settings, timeout=60, threads=2)
     assert stored_entities(db) == {"ok-0", "ok-1", "behind"}
     letters = dead_letters(capsys)
     assert len(letters) == 2 and all("item 1: entity: is required" in letter["error"] for letter in letters)
@@ -114,7 +93,7 @@ def test_malformed_messages_are_dead_lettered_with_their_reason(
 ):
     bad = push(broker, "heartbeats", store_fields([beat("u", "crafted")], **changes))
     push(broker, "heartbeats", store_fields([beat("u", "behind")]))
-    drain_within(settings)
+    drain(settings, timeout=60, threads=2)
     assert stored_entities(db) == {"behind"}
     [letter] = dead_letters(capsys)
     assert letter["id"] == bad and letter["error"].startswith(reason)
@@ -149,7 +128,7 @@ def test_the_id_in_a_message_is_never_what_gets_acked(db, settings, broker):
     push(broker, "heartbeats", store_fields([beat("u", "foreign")], options={"redis_message_id": "nope"}))
     push(broker, "heartbeats", store_fields([beat("u", "thief")], options={"redis_message_id": victim_id}))
     push(broker, "heartbeats", store_fields([beat("u", "victim")]), redis_id=victim_id)
-    drain_within(settings)
+    drain(settings, timeout=60, threads=2)
     assert stored_entities(db) == {"foreign", "thief", "victim"}
     ns = broker.namespace
     assert broker.client.hlen(f"{ns}:heartbeats.msgs") == 0
@@ -207,7 +186,7 @@ def test_crafted_messages_then_a_normal_stream_is_stored_exactly(
             redis_id = push(broker, queue, fields)
             if queue.startswith("heartbeats"):
                 crafted_items[redis_id] = items
-    drain_within(settings, seconds=120, threads=2)
+    drain(settings, timeout=120, threads=2)
 
     letters = {letter["id"]: letter for letter in dead_letters(capsys)}
     assert all(letter["error"] for letter in letters.values()), "every dead letter says why"
