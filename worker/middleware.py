@@ -97,8 +97,8 @@ class WorkerHeartbeat(Middleware):
 
     def after_worker_boot(self, broker, worker) -> None:
         self.health = ProcessHealth(worker, self.stall_after)
-        self._stop.clear()
-        threading.Thread(target=self._run, args=(broker,), name="worker-heartbeat", daemon=True).start()
+        self._stop = stop = threading.Event()  # one per boot: a previous Worker's beat thread still ends
+        threading.Thread(target=self._run, args=(broker, stop), name="worker-heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         self._stop.set()
@@ -125,11 +125,11 @@ class WorkerHeartbeat(Middleware):
             health = self.health
             record = health.record(ready_messages(broker, health.queues())) if health else {"ok": True}
             broker.beat(record)
-        except Exception:  # Redis away: the consumers notice too; try again next beat
-            log.warning("worker.heartbeat_failed", exc_info=True)
+        except Exception as e:  # Redis away: the consumers notice too; try again next beat
+            log.warning("worker.heartbeat_failed", error=f"{type(e).__name__}: {e}")
 
-    def _run(self, broker) -> None:
+    def _run(self, broker, stop: threading.Event) -> None:
         while True:
             self._beat(broker)
-            if self._stop.wait(self.interval):
+            if stop.wait(self.interval):
                 return

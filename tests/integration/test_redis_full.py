@@ -90,6 +90,12 @@ def test_a_full_redis_is_reported_and_processing_resumes_when_memory_is_raised(
     db, settings, own_redis, monkeypatch, capsys, tmp_path
 ):
     own = settings.model_copy(update={"redis_url": own_redis.url, "redis_namespace": NAMESPACE})
+    env = {
+        **os.environ,
+        "REDIS_URL": own_redis.url,
+        "HBW_REDIS_NAMESPACE": NAMESPACE,
+        "HBW_METRICS_PORT": "0",
+    }
     broker = make_broker(own)
     client = broker.client
     stream = streams.generate(seed=7, users=6, days=4)
@@ -102,9 +108,8 @@ def test_a_full_redis_is_reported_and_processing_resumes_when_memory_is_raised(
     taken = fill(broker, items)
     assert len(taken) > 100
 
-    with pytest.raises(
-        dramatiq.errors.BrokerConnectionError
-    ):  # Dramatiq retries these until Redis takes them
+    # an ack Redis refuses is a connection error, which Dramatiq retries until Redis takes it
+    with pytest.raises(dramatiq.errors.BrokerConnectionError):
         consumer.ack(held)
     broker.beat({"ok": True})  # a worker's beat still lands: nobody is taken for dead meanwhile
     assert client.zscore(f"{NAMESPACE}:hbw.workers", broker.broker_id) is not None
@@ -125,12 +130,6 @@ def test_a_full_redis_is_reported_and_processing_resumes_when_memory_is_raised(
         code, out = run_cli(capsys, "status")
         assert code == 1 and "redis: out of memory" in out
 
-    env = {
-        **os.environ,
-        "REDIS_URL": own_redis.url,
-        "HBW_REDIS_NAMESPACE": NAMESPACE,
-        "HBW_METRICS_PORT": "0",
-    }
     (tmp_path / "one.jsonl").write_text(json.dumps({**items[-1], "entity": "refused.py"}) + "\n")
     enqueue = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", str(tmp_path / "one.jsonl")],
                              env={**env, "HBW_LOG_LEVEL": "ERROR"}, capture_output=True, text=True)  # fmt: skip
@@ -152,21 +151,13 @@ def test_a_full_redis_is_reported_and_processing_resumes_when_memory_is_raised(
         assert status == 503 and "retry" in answer["error"]
 
     # a worker started while Redis is full waits; raising maxmemory lets it drain everything
-    env = {
-        **os.environ,
-        "REDIS_URL": own_redis.url,
-        "HBW_REDIS_NAMESPACE": NAMESPACE,
-        "HBW_METRICS_PORT": "0",
-    }
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--burst", "-p", "1", "-t", "2"],
                               env=env, stdout=log, stderr=log)  # fmt: skip
     try:
         timeout, deadline = own.worker_heartbeat_timeout_ms, time.monotonic() + 60
-        while set(read_workers(broker, timeout).beating) <= {broker.broker_id}:  # its beat lands
-            assert worker.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "worker.log"
-            ).read_text()
+        while set(read_workers(broker, timeout).beating) <= {broker.broker_id}:  # until its beat lands
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
             time.sleep(0.1)
         client.config_set("maxmemory", 0)
         consumer.ack(held)  # the held message (never processed here) is acked at last
