@@ -57,7 +57,7 @@ class Status:
     heartbeats_stored_last_minute: int
     #: Beating but broken or stuck: {"worker_id", "host", "pid", "reason"}.
     workers_unhealthy: list[dict[str, Any]] = field(default_factory=list)
-    #: {"used_bytes", "max_bytes", "policy", "writable", "problem"}.
+    #: {"used_bytes", "max_bytes", "policy", "writable", "problem", "usage"} (worker.redis_memory).
     redis: dict[str, Any] = field(default_factory=dict)
     pending_recomputes: int | None = None
     last_reprocess: dict[str, Any] | None = None
@@ -201,7 +201,7 @@ def collect_status(
 
 
 def render_status(status: Status, max_lag: float, console) -> None:
-    """The status as a table (rich), lag above `max_lag` in red."""
+    """The status as a table (rich); lag above `max_lag` and every problem in red."""
     from rich.markup import escape
     from rich.table import Table
 
