@@ -143,6 +143,16 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
     assert codes == [0]
 
 
+def with_actors(other):
+    """A broker standing for another worker process's: with the actors that process's
+    setup_broker would declare (a consumer dead-letters messages for actors it does not know)."""
+    from worker.broker import installed_broker
+
+    for actor in installed_broker().actors.values():
+        other.declare_actor(actor)
+    return other
+
+
 @pytest.fixture
 def log_events():
     """The JSON log lines production would write during the test, as dicts."""

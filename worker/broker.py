@@ -11,13 +11,17 @@ import time
 from importlib import resources
 
 import dramatiq
+import orjson
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
 from worker.consumer import HbwConsumer
+from worker.liveness import BEAT_SCRIPT, dispatch_script, health_key
 from worker.logs import describe_error, get_logger
 from worker.middleware import MessageLog, WorkerHeartbeat
+from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import Settings
 
 log = get_logger("hbw.broker")
@@ -40,8 +44,11 @@ class HbwRedisBroker(RedisBroker):
         super().__init__(**options)
         self.maintenance_interval = maintenance_interval_ms / 1000
         self._last_maintenance: dict[str, float] = {}
+        # Liveness on Redis's clock, never the hosts' (worker.liveness).
+        self.scripts["dispatch"] = self.client.register_script(dispatch_script())
+        self.scripts["beat"] = self.client.register_script(BEAT_SCRIPT)
         fetch = resources.files("worker").joinpath("lua/fetch.lua").read_bytes()
-        self._fetch = self.client.register_script(fetch)
+        self.scripts["fetch"] = self.client.register_script(fetch)
 
     @property
     def consumer_class(self):
@@ -55,23 +62,26 @@ class HbwRedisBroker(RedisBroker):
         """
         if self._maintenance_due("fetch", queue_name):
             self.do_maintain(queue_name)  # a command dispatch.lua does not know: maintenance only
-        reply = self._fetch(args=[self.namespace, queue_name, self.broker_id, count])
+        try:
+            reply = self.scripts["fetch"](args=[self.namespace, queue_name, self.broker_id, count])
+        except redis.ResponseError as e:
+            if is_out_of_memory(e):  # retried like an outage (worker.redis_memory)
+                raise RedisOutOfMemory() from None
+            raise
         pairs = zip(reply[::2], reply[1::2], strict=True)
         return [(redis_id.decode(), data) for redis_id, data in pairs if data is not None]
 
-    def beat(self) -> None:
-        """Tell the other processes this worker is alive.
+    def beat(self, health: dict | None = None) -> None:
+        """Tell the other processes this worker is alive, and how it is (worker.liveness).
 
         Dramatiq's ``__heartbeats__`` is refreshed by every command, producers' enqueues included,
         so workers also register in ``hbw.workers``, which only they write: that is how
-        `hbw status` tells workers from producers. Entries older than an hour are dropped.
+        `hbw status` tells workers from producers. Entries older than an hour are dropped. The
+        score is Redis's clock, and the beat still lands when Redis is out of memory.
         """
-        now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: now_ms})
-        pipe.zadd(f"{self.namespace}:hbw.workers", {self.broker_id: now_ms})
-        pipe.zremrangebyscore(f"{self.namespace}:hbw.workers", "-inf", now_ms - 3_600_000)
-        pipe.execute()
+        ns = self.namespace
+        keys = [f"{ns}:__heartbeats__", f"{ns}:hbw.workers", health_key(ns)]
+        self.scripts["beat"](keys=keys, args=[self.broker_id, orjson.dumps(health or {"ok": True})])
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:
         if command in ("ack", "nack"):  # Dramatiq never runs maintenance on these either
@@ -84,7 +94,8 @@ class HbwRedisBroker(RedisBroker):
             return 1
         return 0
 
-    # Same as RedisBroker._dispatch, but maintenance is due by time per queue instead of by chance.
+    # Same as RedisBroker._dispatch, but maintenance is due by time per queue instead of by chance,
+    # the time is Redis's, and Redis refusing a write for lack of memory is a ConnectionError.
     def _dispatch(self, command):
         dispatch = self.scripts["dispatch"]
         keys = [self.namespace]
@@ -92,7 +103,7 @@ class HbwRedisBroker(RedisBroker):
         def do_dispatch(queue_name, *args):
             args = [
                 command,
-                int(time.time() * 1000),
+                0,  # the timestamp: the script reads Redis's clock instead (worker.liveness)
                 queue_name,
                 self.broker_id,
                 self.heartbeat_timeout,
@@ -101,7 +112,12 @@ class HbwRedisBroker(RedisBroker):
                 self._max_unpack_size(),
                 *args,
             ]
-            return dispatch(args=args, keys=keys)
+            try:
+                return dispatch(args=args, keys=keys)
+            except redis.ResponseError as e:
+                if is_out_of_memory(e):  # retried like an outage (worker.redis_memory)
+                    raise RedisOutOfMemory() from None
+                raise
 
         return do_dispatch
 
@@ -142,7 +158,8 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
     ]
     # A worker busy with long messages sends no command for a while; beat on our own so it is never
     # taken for dead (and its messages redelivered) while it works.
-    middleware.append(WorkerHeartbeat(interval=settings.worker_heartbeat_timeout_ms / 3000))
+    timeout_s = settings.worker_heartbeat_timeout_ms / 1000
+    middleware.append(WorkerHeartbeat(interval=timeout_s / 3, stall_after=4 * timeout_s))
     broker = HbwRedisBroker(
         url=settings.redis_url,
         namespace=settings.redis_namespace,

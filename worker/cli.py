@@ -161,10 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Show, per queue, the messages ready, delayed (retries and debounced derived jobs), in "
             "flight and dead-lettered, and the lag (age of the oldest ready message); the workers "
-            "alive by their Dramatiq heartbeat; messages and heartbeats processed in the last "
-            "minute; pending recomputations; and the last daily reprocess."
+            "alive (and those broken or stuck, with the reason); Redis's memory; messages and heartbeats "
+            "processed in the last minute; pending recomputations; and the last daily reprocess."
         ),
-        epilog="exit codes: 0 ok, 1 some queue lags more than --max-lag seconds (for health checks)\n\n"
+        epilog="exit codes: 0 ok, 1 some queue lags more than --max-lag seconds, Redis refuses writes (out\n"
+        "of memory) or a worker is broken or stuck (for health checks)\n\n"
         "examples:\n  hbw status\n  hbw status --json\n  hbw status --watch 2",
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -188,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 when PostgreSQL, the schema, Redis (and workers) are ready",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrap(
-            "Check that PostgreSQL answers and has the current schema, that Redis answers, and "
-            "with --workers N that at least N workers are alive. For process managers and "
-            "Kubernetes probes: prints one line per check, exits 0 when all pass, 1 otherwise."
+            "Check that PostgreSQL answers and has the current schema, that Redis answers and takes "
+            "writes (not out of memory), and with --workers N that at least N workers are alive and "
+            "healthy (no dead threads, not stuck). For process managers and Kubernetes probes: "
+            "prints one line per check, exits 0 when all pass, 1 otherwise."
         ),
         epilog="examples:\n  hbw health                 # readiness: dependencies are up\n"
         "  hbw health --workers 1     # liveness of a deployment: someone is consuming",
@@ -621,7 +623,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps(status.as_dict(), default=str), flush=True)
             else:
                 render_status(status, max_lag, Console())
-            return EXIT_FAILED if status.max_lag_seconds > max_lag else EXIT_OK
+            return EXIT_FAILED if status.problems(max_lag) else EXIT_OK
 
         if not args.watch:
             return once()

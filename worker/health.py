@@ -21,7 +21,8 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
     from db.schema import expected_version
     from worker.broker import make_broker
     from worker.database import get_engine
-    from worker.status import read_workers
+    from worker.liveness import read_workers
+    from worker.redis_memory import check_writes
 
     checks = []
     try:
@@ -39,10 +40,14 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
     try:
         broker = make_broker(settings)
         broker.client.ping()
-        checks.append(Check("redis", True, "answers"))
+        memory = check_writes(broker.client, broker.namespace)
+        detail = memory.problem or f"answers, takes writes ({memory.usage})"
+        checks.append(Check("redis", memory.writable, detail))
         if workers:
-            alive, _dead = read_workers(broker, settings.worker_heartbeat_timeout_ms)
-            checks.append(Check("workers", len(alive) >= workers, f"{len(alive)} alive, {workers} required"))
+            found = read_workers(broker, settings.worker_heartbeat_timeout_ms)
+            detail = f"{len(found.alive)} alive, {workers} required"
+            detail += "".join(f"; {w.describe()}" for w in found.unhealthy)
+            checks.append(Check("workers", len(found.alive) >= workers, detail))
     except Exception as e:
         checks.append(Check("redis", False, _reason(e)))
     return checks

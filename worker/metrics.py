@@ -19,7 +19,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from worker import status as status_
+from worker.liveness import read_workers
 from worker.logs import get_logger
+from worker.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
 
@@ -97,7 +99,7 @@ def record_recompute(job: str, user_days: int, seconds: float) -> None:
 
 
 class QueueCollector:
-    """Queue depth, lag, dead letters and live workers, read from Redis at each scrape."""
+    """Queue depth, lag, dead letters, workers and Redis's memory, read from Redis at each scrape."""
 
     def __init__(self, broker: dramatiq.Broker, heartbeat_timeout_ms: int) -> None:
         self.broker, self.heartbeat_timeout_ms = broker, heartbeat_timeout_ms
@@ -105,8 +107,9 @@ class QueueCollector:
     def collect(self):
         up = GaugeMetricFamily("hbw_redis_up", "1 when Redis answered this scrape.")
         try:
-            alive, dead = status_.read_workers(self.broker, self.heartbeat_timeout_ms)
-            queues = status_.read_queues(self.broker, alive)
+            workers = read_workers(self.broker, self.heartbeat_timeout_ms)
+            queues = status_.read_queues(self.broker, workers.beating)
+            memory = check_writes(self.broker.client, self.broker.namespace)
         except Exception as e:
             log.warning("metrics.redis_unavailable", error=f"{type(e).__name__}: {e}")
             up.add_metric([], 0)
@@ -125,10 +128,24 @@ class QueueCollector:
             for queue in queues:
                 family.add_metric([queue.name], getattr(queue, attribute))
             yield family
-        workers = GaugeMetricFamily("hbw_workers", "Workers by Dramatiq heartbeat.", labels=["state"])
-        workers.add_metric(["alive"], len(alive))
-        workers.add_metric(["dead"], dead)
-        yield workers
+        states = GaugeMetricFamily(
+            "hbw_workers", "Worker processes: alive and healthy, unhealthy (dead threads, stuck), dead.",
+            labels=["state"],
+        )  # fmt: skip
+        states.add_metric(["alive"], len(workers.alive))
+        states.add_metric(["unhealthy"], len(workers.unhealthy))
+        states.add_metric(["dead"], workers.dead)
+        yield states
+        yield GaugeMetricFamily(
+            "hbw_redis_writable", "1 when Redis took a probe write (0: out of memory or read-only).",
+            value=int(memory.writable),
+        )  # fmt: skip
+        for name, value, help_text in (
+            ("hbw_redis_memory_used_bytes", memory.used_bytes, "Redis's used_memory."),
+            ("hbw_redis_memory_max_bytes", memory.max_bytes, "Redis's maxmemory (0: no limit)."),
+        ):
+            if value is not None:
+                yield GaugeMetricFamily(name, help_text, value=value)
 
 
 class MetricsServer:

@@ -16,6 +16,7 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from worker.deadletters import record_error
+from worker.liveness import ProcessHealth, ready_messages
 from worker.logs import describe_error, get_logger
 from worker.messages import PoisonMessage
 
@@ -88,24 +89,50 @@ def _where(error: BaseException) -> str:
 
 
 class WorkerHeartbeat(Middleware):
-    """Marks this worker alive in Redis every `interval` seconds, whatever it is doing."""
+    """Marks this worker alive in Redis every `interval` seconds, whatever it is doing, with its
+    health (worker.liveness): threads that died, or no progress for `stall_after` seconds while
+    messages are ready and a thread is free."""
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
+    def __init__(self, interval: float, stall_after: float) -> None:
+        self.interval, self.stall_after = interval, stall_after
+        self.health: ProcessHealth | None = None
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker, worker) -> None:
-        self._stop.clear()
-        threading.Thread(target=self._run, args=(broker,), name="worker-heartbeat", daemon=True).start()
+        self.health = ProcessHealth(worker, self.stall_after)
+        self._stop = stop = threading.Event()  # one per boot: a previous Worker's beat thread still ends
+        threading.Thread(target=self._run, args=(broker, stop), name="worker-heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         self._stop.set()
+        self._beat(broker)  # a process stopping because its threads died leaves the reason behind
 
-    def _run(self, broker) -> None:
+    def before_process_message(self, broker, message) -> None:
+        if self.health:
+            self.health.took(message.message_id)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        if self.health:
+            self.health.finished(message.message_id)
+
+    def after_skip_message(self, broker, message) -> None:
+        if self.health:
+            self.health.finished(message.message_id)
+
+    def before_delay_message(self, broker, message) -> None:
+        if self.health:  # a consumer took a delayed message (on a .DQ queue): progress too
+            self.health.finished()
+
+    def _beat(self, broker) -> None:
+        try:
+            health = self.health
+            record = health.record(ready_messages(broker, health.queues())) if health else {"ok": True}
+            broker.beat(record)
+        except Exception as e:  # Redis away: the consumers notice too; try again next beat
+            log.warning("worker.heartbeat_failed", error=f"{type(e).__name__}: {e}")
+
+    def _run(self, broker, stop: threading.Event) -> None:
         while True:
-            try:
-                broker.beat()
-            except Exception:  # Redis away: the consumers notice too; try again next beat
-                log.warning("worker.heartbeat_failed", exc_info=True)
-            if self._stop.wait(self.interval):
+            self._beat(broker)
+            if stop.wait(self.interval):
                 return

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
 from worker.database import get_engine
+from worker.liveness import broken
 from worker.logs import get_logger
 from worker.messages import QUEUES, RECOMPUTE
 from worker.settings import Settings
@@ -165,8 +166,13 @@ def run_worker(
     )
     worker.start()
     log.info("worker.started", queues=queues, threads=worker.worker_threads, burst=burst)
+    code = EXIT_OK
     try:
         while not stop.wait(poll_interval):
+            if reason := broken(worker):  # Dramatiq never restarts a thread: let the supervisor restart us
+                log.error("worker.broken", reason=reason)
+                code = EXIT_FAILED
+                break
             if burst and queues_empty(broker, queues) and sweeper.sweep(everything=True) == 0:
                 log.info("worker.drained")
                 break
@@ -178,7 +184,7 @@ def run_worker(
             m for m in broker.middleware if m is not sweeper and getattr(m, "worker", None) is not worker
         ]
     log.info("worker.stopped")
-    return EXIT_OK
+    return code
 
 
 def install_stop_handlers(stop: threading.Event, *, supervised: bool) -> None:

@@ -11,11 +11,10 @@ Queue state is read straight from Dramatiq's Redis structures, per queue ``<ns>:
 * lag: age of the oldest ready message (counted from its eta when it was delayed), the time a
   new message waits before a worker takes it.
 
-Workers register in ``<ns>:hbw.workers`` with their liveness beat (Dramatiq's own
-``<ns>:__heartbeats__`` also lists producers); a worker is alive while its beat is younger than the
-heartbeat timeout, and dead while stale and still in ``__heartbeats__`` (Dramatiq's maintenance
-has not yet requeued its messages and removed it). Throughput comes from per-10-second counters
-the workers keep in Redis (:func:`count`), summed over the last minute.
+Workers are read by `worker.liveness` (alive and healthy, unhealthy with the reason, dead), on
+Redis's clock; Redis's memory and whether it takes writes by `worker.redis_memory`. Throughput
+comes from per-10-second counters the workers keep in Redis (:func:`count`), summed over the last
+minute.
 """
 
 from __future__ import annotations
@@ -31,7 +30,9 @@ import sqlalchemy as sa
 
 from db import pending as db_pending
 from db import runs as db_runs
+from worker.liveness import UnhealthyWorker, read_workers
 from worker.messages import QUEUES
+from worker.redis_memory import check_writes
 
 BUCKET_SECONDS = 10
 BUCKET_TTL_SECONDS = 3600
@@ -54,6 +55,10 @@ class Status:
     workers_alive: int
     workers_dead: int
     heartbeats_stored_last_minute: int
+    #: Beating but broken or stuck: {"worker_id", "host", "pid", "reason"}.
+    workers_unhealthy: list[dict[str, Any]] = field(default_factory=list)
+    #: {"used_bytes", "max_bytes", "policy", "writable", "problem", "usage"} (worker.redis_memory).
+    redis: dict[str, Any] = field(default_factory=dict)
     pending_recomputes: int | None = None
     last_reprocess: dict[str, Any] | None = None
     checked_at: float = field(default_factory=time.time)
@@ -61,6 +66,16 @@ class Status:
     @property
     def max_lag_seconds(self) -> float:
         return max((q.lag_seconds for q in self.queues), default=0.0)
+
+    def problems(self, max_lag: float) -> list[str]:
+        """Why `hbw status` exits 1: lag, Redis refusing writes, unhealthy workers."""
+        found = []
+        if self.max_lag_seconds > max_lag:
+            found.append(f"lag {self.max_lag_seconds:,.0f}s exceeds {max_lag:,.0f}s")
+        if self.redis.get("problem"):
+            found.append(f"redis: {self.redis['problem']}")
+        found += [UnhealthyWorker(**w).describe() for w in self.workers_unhealthy]
+        return found
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "max_lag_seconds": self.max_lag_seconds}
@@ -112,19 +127,6 @@ def _message_age(raw: bytes | None, now_ms: float) -> float:
     return max(0.0, (now_ms - since) / 1000)
 
 
-def read_workers(broker: dramatiq.Broker, timeout_ms: int, now: float | None = None) -> tuple[list[str], int]:
-    """(ids of live workers, number of dead ones whose messages are not yet rescued)."""
-    now_ms = (now or time.time()) * 1000
-    pipe = broker.client.pipeline(transaction=False)
-    pipe.zrange(f"{broker.namespace}:hbw.workers", 0, -1, withscores=True)
-    pipe.zrange(f"{broker.namespace}:__heartbeats__", 0, -1)
-    workers, dramatiq_beats = pipe.execute()
-    unrescued = set(dramatiq_beats)
-    alive = [w.decode() for w, score in workers if now_ms - score < timeout_ms]
-    dead = sum(1 for w, score in workers if now_ms - score >= timeout_ms and w in unrescued)
-    return alive, dead
-
-
 def read_queues(
     broker: dramatiq.Broker, worker_ids: list[str], queues=QUEUES, now: float | None = None
 ) -> list[QueueState]:
@@ -162,11 +164,21 @@ def collect_status(
 ) -> Status:
     """Queues and workers from Redis; pending work and the last daily reprocess from PostgreSQL."""
     now = time.time()
-    alive, dead = read_workers(broker, heartbeat_timeout_ms, now)
+    workers = read_workers(broker, heartbeat_timeout_ms)
+    memory = check_writes(broker.client, broker.namespace)
     status = Status(
-        queues=read_queues(broker, alive, queues, now),
-        workers_alive=len(alive),
-        workers_dead=dead,
+        queues=read_queues(broker, workers.beating, queues, now),
+        workers_alive=len(workers.alive),
+        workers_dead=workers.dead,
+        workers_unhealthy=[asdict(w) for w in workers.unhealthy],
+        redis={
+            "used_bytes": memory.used_bytes,
+            "max_bytes": memory.max_bytes,
+            "policy": memory.policy,
+            "writable": memory.writable,
+            "problem": memory.problem,
+            "usage": memory.usage,
+        },
         heartbeats_stored_last_minute=last_minute(broker.client, broker.namespace, ["stored"], now)["stored"],
         checked_at=now,
     )
@@ -189,7 +201,8 @@ def collect_status(
 
 
 def render_status(status: Status, max_lag: float, console) -> None:
-    """The status as a table (rich), lag above `max_lag` in red."""
+    """The status as a table (rich); lag above `max_lag` and every problem in red."""
+    from rich.markup import escape
     from rich.table import Table
 
     when = time.strftime("%H:%M:%S", time.localtime(status.checked_at))
@@ -211,7 +224,9 @@ def render_status(status: Status, max_lag: float, console) -> None:
     dead = ""
     if status.workers_dead:
         dead = f", [red]{status.workers_dead} dead (their messages are being recovered)[/]"
-    console.print(f"workers: {status.workers_alive} alive{dead}")
+    unhealthy = f", [red]{len(status.workers_unhealthy)} unhealthy[/]" if status.workers_unhealthy else ""
+    console.print(f"workers: {status.workers_alive} alive{unhealthy}{dead}")
+    console.print(f"redis: {status.redis.get('usage', '?')}")
     console.print(f"heartbeats stored in the last minute: {status.heartbeats_stored_last_minute:,}")
     if status.pending_recomputes is not None:
         console.print(f"pending recomputations (user-day x job): {status.pending_recomputes:,}")
@@ -225,5 +240,5 @@ def render_status(status: Status, max_lag: float, console) -> None:
         )
     else:
         console.print("last daily reprocess: never")
-    if status.max_lag_seconds > max_lag:
-        console.print(f"[red]lag {status.max_lag_seconds:,.0f}s exceeds {max_lag:,.0f}s[/]")
+    for problem in status.problems(max_lag):
+        console.print(f"[red]{escape(problem)}[/]")

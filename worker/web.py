@@ -247,11 +247,19 @@ def create_app(
         return json_response({"ok": True}, 200)
 
     async def readyz(request: Request) -> Response:
-        """Readiness: Redis takes commands (without it nothing can be acknowledged)."""
+        """Readiness: Redis takes writes (without them nothing can be queued or acknowledged). The
+        answer names the condition only; the details go to the log."""
+        from worker.redis_memory import check_writes
+
         try:
-            await run_in_threadpool(broker.client.ping)
+            memory = await run_in_threadpool(check_writes, broker.client, broker.namespace)
         except redis.RedisError as e:
-            return json_response({"ok": False, "error": f"redis: {e}"}, 503)
+            log.warning("http.not_ready", error=f"{type(e).__name__}: {e}")
+            return json_response({"ok": False, "error": "redis unavailable"}, 503)
+        if not memory.writable:
+            log.warning("http.not_ready", error=memory.problem)
+            error = "redis out of memory" if memory.out_of_memory else "redis refuses writes"
+            return json_response({"ok": False, "error": error}, 503)
         return json_response({"ok": True}, 200)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
