@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 
+from worker.errors import ConfigError, check_urls, reported, settings_problem
 from worker.logs import configure_logging, get_logger
 from worker.messages import QUEUES
 from worker.settings import Settings, get_settings
@@ -46,11 +47,12 @@ configuration (environment):
   HBW_LOG_FORMAT        auto | json | console (default auto: console on a terminal)
   (the README lists every HBW_* setting)
 
-exit codes:
+exit codes (every failure is one line on stderr: what is wrong, what to do):
   0  success
-  1  failure (could not connect or enqueue, a wait timed out)
+  1  failure (PostgreSQL or Redis does not answer, enqueueing failed, a wait timed out)
   2  some input was rejected (the rest was enqueued); also bad command-line usage
-  3  configuration problem (schema not initialised, embedded servers unusable, unreadable file)
+  3  configuration problem (schema not initialised, no such database, login refused, bad URL,
+     embedded servers unusable, unreadable file)
 
 examples:
   hbw demo                          # everything, on a sample week: no setup needed
@@ -438,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as e:
-        print(f"hbw: configuration error: {e}", file=sys.stderr)
+        print(f"hbw: {settings_problem(e)}", file=sys.stderr)
         return EXIT_CONFIG
     quiet = args.command == "demo" and "HBW_LOG_LEVEL" not in os.environ  # the demo shows progress instead
     configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
@@ -460,15 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": cmd_serve,
         "keys": cmd_keys,
     }[args.command]
-    try:
+
+    def run() -> int:
+        check_urls(settings.database_url, settings.redis_url)
         return handler(args, settings)
-    except ConfigError as e:
-        print(f"hbw: {e}", file=sys.stderr)
-        return EXIT_CONFIG
 
-
-class ConfigError(Exception):
-    pass
+    return reported(run)  # every failure of every command: one line and an exit code
 
 
 @contextlib.contextmanager
@@ -549,20 +548,17 @@ def _read_file(path: str) -> bytes:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runner import StartupError, run_workers
+    from worker.runner import run_workers
 
     processes = args.processes or settings.processes
-    try:
-        with servers_for(settings) as settings, _metrics(settings, processes):
-            return run_workers(
-                settings,
-                processes=processes,
-                threads=args.threads or settings.threads,
-                queues=args.queues,
-                burst=args.burst,
-            )
-    except StartupError as e:
-        raise ConfigError(str(e)) from None
+    with servers_for(settings) as settings, _metrics(settings, processes):
+        return run_workers(
+            settings,
+            processes=processes,
+            threads=args.threads or settings.threads,
+            queues=args.queues,
+            burst=args.burst,
+        )
 
 
 @contextlib.contextmanager
@@ -953,7 +949,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
-    from worker.runner import StartupError, run_workers
+    from worker.runner import run_workers
 
     with servers_for(settings) as settings:
         with get_engine(settings.database_url).begin() as conn:
@@ -964,10 +960,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Redis       {settings.redis_url}")
         print(f"workers     {processes} process(es) x {threads} thread(s); Ctrl-C stops everything")
         print("enqueue from another terminal with: hbw enqueue FILE", flush=True)
-        try:
-            code = run_workers(settings, processes=processes, threads=threads)
-        except StartupError as e:
-            raise ConfigError(str(e)) from None
+        code = run_workers(settings, processes=processes, threads=threads)
     print("stopped")
     return code
 

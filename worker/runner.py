@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
 from worker.database import get_engine
+from worker.errors import ConfigError, HbwError, Unavailable, explain
 from worker.logs import configure_logging, get_logger
 from worker.messages import QUEUES, RECOMPUTE
 from worker.settings import Settings
@@ -39,23 +40,26 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 3
 
 
-class StartupError(Exception):
+class StartupError(ConfigError):
     """The worker must not start (missing schema, bad configuration); the message says why."""
 
 
-def _wait_for(what: str, check, timeout: float):
+def _wait_for(what: str, check, timeout: float, settings: Settings):
     """Run `check` until the server answers, for up to `timeout` seconds (a worker starting while
-    the database restarts should wait for it, not crash-loop)."""
+    the database restarts should wait for it, not crash-loop). Waiting does not fix a wrong URL,
+    a missing database or a refused login: those stop it at once."""
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
         try:
             return check()
         except (sa.exc.OperationalError, redis.ConnectionError) as e:
+            problem = explain(e, settings.database_url, settings.redis_url)
+            if isinstance(problem, ConfigError):
+                raise problem from None
             if time.monotonic() + delay > deadline:
-                reason = str(e).strip().splitlines()[0]
-                raise StartupError(f"{what} did not answer within {timeout:g}s: {reason}") from None
-            log.warning("startup.waiting", server=what, error=str(e).strip().splitlines()[0])
+                raise Unavailable(f"{problem} (waited {timeout:g}s)") from None
+            log.warning("startup.waiting", server=what, error=str(problem))
             time.sleep(delay)
             delay = min(delay * 2, 5)
 
@@ -65,7 +69,7 @@ def check_schema(settings: Settings) -> None:
         with get_engine(settings.database_url).connect() as conn:
             return installed_version(conn)
 
-    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout)
+    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout, settings)
     wanted = expected_version()
     if version is None:
         raise StartupError("the database has no heartbeat-worker schema; run `hbw db init` first")
@@ -132,7 +136,7 @@ def run_worker(
     check_schema(settings)
 
     broker = setup_broker(settings)
-    _wait_for("Redis", broker.client.ping, settings.startup_timeout)
+    _wait_for("Redis", broker.client.ping, settings.startup_timeout, settings)
     for warning in redis_warnings(broker):
         log.warning("redis.config", problem=warning)
     jobs = [job for job, (queue, _) in RECOMPUTE.items() if queue in queues]
@@ -209,9 +213,9 @@ def _child(settings: Settings, queues: list[str] | None, threads: int, burst: bo
     threading.Thread(target=_watch_parent, args=(parent, stop), name="parent-watch", daemon=True).start()
     try:
         code = run_worker(settings, queues=queues, threads=threads, burst=burst, supervised=True, stop=stop)
-    except StartupError as e:
+    except HbwError as e:
         log.error("worker.refused", reason=str(e))
-        code = EXIT_CONFIG
+        code = e.exit_code
     raise SystemExit(code)
 
 
@@ -227,6 +231,7 @@ def run_workers(
     if processes == 1:
         return run_worker(settings, queues=queues, threads=threads, burst=burst)
     check_schema(settings)  # fail once, clearly, rather than once per child
+    _wait_for("Redis", redis.Redis.from_url(settings.redis_url).ping, settings.startup_timeout, settings)
 
     context = multiprocessing.get_context("spawn")
     args = (settings, list(queues) if queues else None, threads, burst, os.getpid())
