@@ -113,9 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate heartbeats and enqueue them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrap(
-            "Read heartbeats (a JSON array, or JSON lines), validate each one, and enqueue "
-            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats. Invalid items are "
-            "reported with their index and the reason; the valid ones are enqueued anyway."
+            "Read heartbeats (JSON lines, or a JSON array), validate each one, and enqueue "
+            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats, as the input is read: "
+            "memory does not grow with its size. Invalid items are reported with their index and the "
+            "reason (with the line number for input that is not even JSON); the valid ones are "
+            "enqueued anyway."
         ),
         epilog="exit codes: 0 all accepted, 2 some rejected (the rest enqueued), "
         "1 could not enqueue (the output says how many were enqueued before the failure)\n\n"
@@ -513,38 +515,31 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from worker.broker import setup_broker
-    from worker.input import read_items
+    from worker.errors import describe
+    from worker.input import RejectionSpool, open_input, read_items
     from worker.producer import EnqueueError, enqueue_heartbeats
 
-    data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
-    items = read_items(data)
-    with servers_for(settings, database=False) as settings:
-        broker = setup_broker(settings)
-        try:
-            batch_size = args.batch_size or settings.batch_size
-            result = enqueue_heartbeats(items, batch_size=batch_size, broker=broker)
-            error, code = None, result.exit_code
-        except EnqueueError as e:
-            result, error, code = e.result, str(e), EXIT_FAILED
-    if args.json:
-        print(json.dumps({**result.as_dict(), **({"error": error} if error else {})}))
-    else:
-        print(f"accepted: {result.accepted}")
-        print(f"rejected: {len(result.rejected)}")
-        for rejection in result.rejected:
-            print(f"  item {rejection.index}: {rejection.reason}")
-        print(f"enqueued: {result.enqueued} heartbeats in {result.messages} message(s)")
-        if error:
-            print(f"error: {error}", file=sys.stderr)
+    with open_input(args.file) as stream, RejectionSpool() as rejected:
+        with servers_for(settings, database=False) as settings:
+            broker, batch_size = setup_broker(settings), args.batch_size or settings.batch_size
+            try:  # streams: validated and enqueued a batch at a time as the input is read
+                result = enqueue_heartbeats(read_items(stream), batch_size=batch_size, broker=broker,
+                                            rejected=rejected)  # fmt: skip
+                error, code = None, result.exit_code
+            except EnqueueError as e:
+                result, code = e.result, EXIT_FAILED
+                error = f"could not enqueue: {describe(e.cause)} ({e.progress})"
+        if args.json:
+            result.write_json(sys.stdout, **({"error": error} if error else {}))
+        else:
+            print(f"accepted: {result.accepted}")
+            print(f"rejected: {len(result.rejected)}")
+            for rejection in result.rejected:
+                print(f"  item {rejection.index}: {rejection.reason}")
+            print(f"enqueued: {result.enqueued} heartbeats in {result.messages} message(s)")
+    if error:
+        print(f"hbw: {error}", file=sys.stderr)
     return code
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -39,6 +39,7 @@ POSTGRES_COMMANDS = [
 ]
 #: Commands that need Redis.
 REDIS_COMMANDS = [
+    ["enqueue", "heartbeats.jsonl"],
     ["dlq", "list"],
     ["dlq", "retry", "--all"],
     ["status"],
