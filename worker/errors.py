@@ -12,6 +12,7 @@ schema or database, a refused login, an unknown host, a malformed URL) is 3.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -186,12 +187,15 @@ def reported(command: Callable[[], int]) -> int:
     traceback goes to the log at DEBUG (``HBW_LOG_LEVEL=DEBUG``), never onto the user's terminal.
     """
     try:
-        return command()
+        code = command()
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be reported
+        return code
     except KeyboardInterrupt:
         print("hbw: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `hbw keys list alice | head -1`: the reader is gone, nobody to tell
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # `hbw dlq list | head -1`: the reader is gone, nobody to tell
+        with contextlib.suppress(OSError, ValueError):  # and nothing left to flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except Exception as error:
         problem = _explain_configured(error)

@@ -171,3 +171,21 @@ def test_a_bad_setting_is_one_line_naming_the_variable(settings):
         proc.stderr
         == "hbw: configuration error: HBW_BATCH_SIZE: Input should be greater than or equal to 1\n"
     )
+
+
+def test_interrupted_or_a_closed_pipe_is_no_traceback_either(settings, monkeypatch, capsys):
+    def interrupted(args, settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("worker.cli.cmd_verify", interrupted)
+    assert main(["verify"]) == 130
+    assert capsys.readouterr().err == "hbw: interrupted\n"
+
+    reader, writer = os.pipe()
+    os.close(reader)  # `hbw dlq list | head -0`: nobody reads what it prints
+    try:
+        proc = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "list"], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+    finally:
+        os.close(writer)
+    assert (proc.returncode, proc.stderr) == (1, "")
