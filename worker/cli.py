@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 
+from worker.errors import ConfigError, check_urls, reported, settings_problem
 from worker.logs import configure_logging, get_logger
 from worker.messages import QUEUES
 from worker.settings import Settings, get_settings
@@ -46,11 +47,12 @@ configuration (environment):
   HBW_LOG_FORMAT        auto | json | console (default auto: console on a terminal)
   (the README lists every HBW_* setting)
 
-exit codes:
+exit codes (every failure is one line on stderr: what is wrong, what to do):
   0  success
-  1  failure (could not connect or enqueue, a wait timed out)
+  1  failure (PostgreSQL or Redis does not answer, enqueueing failed, a wait timed out)
   2  some input was rejected (the rest was enqueued); also bad command-line usage
-  3  configuration problem (schema not initialised, embedded servers unusable, unreadable file)
+  3  configuration problem (schema not initialised, no such database, login refused, bad URL,
+     embedded servers unusable, unreadable file)
 
 examples:
   hbw demo                          # everything, on a sample week: no setup needed
@@ -111,9 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate heartbeats and enqueue them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrap(
-            "Read heartbeats (a JSON array, or JSON lines), validate each one, and enqueue "
-            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats. Invalid items are "
-            "reported with their index and the reason; the valid ones are enqueued anyway."
+            "Read heartbeats (JSON lines, or a JSON array), validate each one, and enqueue "
+            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats, as the input is read: "
+            "memory does not grow with its size. Invalid items are reported with their index and the "
+            "reason (with the line number for input that is not even JSON); the valid ones are "
+            "enqueued anyway."
         ),
         epilog="exit codes: 0 all accepted, 2 some rejected (the rest enqueued), "
         "1 could not enqueue (the output says how many were enqueued before the failure)\n\n"
@@ -440,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as e:
-        print(f"hbw: configuration error: {e}", file=sys.stderr)
+        print(f"hbw: {settings_problem(e)}", file=sys.stderr)
         return EXIT_CONFIG
     quiet = args.command == "demo" and "HBW_LOG_LEVEL" not in os.environ  # the demo shows progress instead
     configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
@@ -462,15 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": cmd_serve,
         "keys": cmd_keys,
     }[args.command]
-    try:
+
+    def run() -> int:
+        check_urls(settings.database_url, settings.redis_url)
         return handler(args, settings)
-    except ConfigError as e:
-        print(f"hbw: {e}", file=sys.stderr)
-        return EXIT_CONFIG
 
-
-class ConfigError(Exception):
-    pass
+    return reported(run)  # every failure of every command: one line and an exit code
 
 
 @contextlib.contextmanager
@@ -516,56 +517,45 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from worker.broker import setup_broker
-    from worker.input import read_items
+    from worker.errors import describe
+    from worker.input import RejectionSpool, open_input, read_items
     from worker.producer import EnqueueError, enqueue_heartbeats
 
-    data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
-    items = read_items(data)
-    with servers_for(settings, database=False) as settings:
-        broker = setup_broker(settings)
-        try:
-            batch_size = args.batch_size or settings.batch_size
-            result = enqueue_heartbeats(items, batch_size=batch_size, broker=broker)
-            error, code = None, result.exit_code
-        except EnqueueError as e:
-            result, error, code = e.result, str(e), EXIT_FAILED
-    if args.json:
-        print(json.dumps({**result.as_dict(), **({"error": error} if error else {})}))
-    else:
-        print(f"accepted: {result.accepted}")
-        print(f"rejected: {len(result.rejected)}")
-        for rejection in result.rejected:
-            print(f"  item {rejection.index}: {rejection.reason}")
-        print(f"enqueued: {result.enqueued} heartbeats in {result.messages} message(s)")
-        if error:
-            print(f"error: {error}", file=sys.stderr)
+    with open_input(args.file) as stream, RejectionSpool() as rejected:
+        with servers_for(settings, database=False) as settings:
+            broker, batch_size = setup_broker(settings), args.batch_size or settings.batch_size
+            try:  # streams: validated and enqueued a batch at a time as the input is read
+                result = enqueue_heartbeats(read_items(stream), batch_size=batch_size, broker=broker,
+                                            rejected=rejected)  # fmt: skip
+                error, code = None, result.exit_code
+            except EnqueueError as e:
+                result, code = e.result, EXIT_FAILED
+                error = f"could not enqueue: {describe(e.cause)} ({e.progress})"
+        if args.json:
+            result.write_json(sys.stdout, **({"error": error} if error else {}))
+        else:
+            print(f"accepted: {result.accepted}")
+            print(f"rejected: {len(result.rejected)}")
+            for rejection in result.rejected:
+                print(f"  item {rejection.index}: {rejection.reason}")
+            print(f"enqueued: {result.enqueued} heartbeats in {result.messages} message(s)")
+    if error:
+        print(f"hbw: {error}", file=sys.stderr)
     return code
 
 
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-
-
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runner import StartupError
     from worker.supervisor import run_workers
 
     processes = args.processes or settings.processes
-    try:
-        with servers_for(settings) as settings, _metrics(settings, processes):
-            return run_workers(
-                settings,
-                processes=processes,
-                threads=args.threads or settings.threads,
-                queues=args.queues,
-                burst=args.burst,
-            )
-    except StartupError as e:
-        raise ConfigError(str(e)) from None
+    with servers_for(settings) as settings, _metrics(settings, processes):
+        return run_workers(
+            settings,
+            processes=processes,
+            threads=args.threads or settings.threads,
+            queues=args.queues,
+            burst=args.burst,
+        )
 
 
 @contextlib.contextmanager
@@ -956,7 +946,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
-    from worker.runner import StartupError
     from worker.supervisor import run_workers
 
     with servers_for(settings) as settings:
@@ -968,10 +957,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Redis       {settings.redis_url}")
         print(f"workers     {processes} process(es) x {threads} thread(s); Ctrl-C stops everything")
         print("enqueue from another terminal with: hbw enqueue FILE", flush=True)
-        try:
-            code = run_workers(settings, processes=processes, threads=threads)
-        except StartupError as e:
-            raise ConfigError(str(e)) from None
+        code = run_workers(settings, processes=processes, threads=threads)
     print("stopped")
     return code
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
+from worker.errors import explain, first_line
 from worker.settings import Settings
 
 
@@ -18,7 +17,7 @@ class Check:
 
 def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
     """Every check runs, so the output says everything that is wrong at once."""
-    from db.schema import expected_version
+    from db.schema import expected_version, installed_version
     from worker.broker import make_broker
     from worker.database import get_engine
     from worker.liveness import read_workers
@@ -28,15 +27,15 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
     try:
         engine = get_engine(settings.database_url)
         with engine.connect() as conn:
-            found = conn.execute(sa.text("SELECT version FROM hbw_schema")).scalar_one_or_none()
+            found = installed_version(conn)
         wanted = expected_version()
         checks.append(Check("postgresql", True, "answers"))
-        detail = f"version {found}"
+        detail = f"version {found}" if found else "none"
         if found != wanted:
             detail += f", expected {wanted}: run `hbw db init`"
         checks.append(Check("schema", found == wanted, detail))
     except Exception as e:
-        checks.append(Check("postgresql", False, _reason(e)))
+        checks.append(Check("postgresql", False, _reason(e, settings)))
     try:
         broker = make_broker(settings)
         broker.client.ping()
@@ -49,9 +48,11 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
             detail += "".join(f"; {w.describe()}" for w in found.unhealthy)
             checks.append(Check("workers", len(found.alive) >= workers, detail))
     except Exception as e:
-        checks.append(Check("redis", False, _reason(e)))
+        checks.append(Check("redis", False, _reason(e, settings)))
     return checks
 
 
-def _reason(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+def _reason(error: Exception, settings: Settings) -> str:
+    """What is wrong and what to do (worker.errors), else the error's first line."""
+    problem = explain(error, settings.database_url, settings.redis_url)
+    return str(problem) if problem else f"{type(error).__name__}: {first_line(error)}"

@@ -7,36 +7,47 @@
     from worker.settings import get_settings
 
     setup_broker(get_settings())          # once, at startup
-    result = enqueue_heartbeats(items)    # a list of heartbeat dicts (WakaTime format + user_id)
+    result = enqueue_heartbeats(items)    # heartbeat dicts (WakaTime format + user_id): any iterable
     result.accepted, result.rejected      # rejected: [Rejection(index, reason), ...]
 
 It validates every item (SPEC section 1), rejects the bad ones with their index and reason, and
-enqueues the rest in messages of at most ``HBW_BATCH_SIZE`` heartbeats. If the broker fails part
-way, :class:`EnqueueError` says how many heartbeats were enqueued before the failure.
+enqueues the rest in messages of at most ``HBW_BATCH_SIZE`` heartbeats, each as soon as it is full:
+it holds one batch at a time, so an iterator streams through in memory that does not grow with its
+length (``hbw enqueue`` reads its input that way). If the broker fails part way,
+:class:`EnqueueError` says how many heartbeats were enqueued before the failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TextIO
 
 import dramatiq
 import sqlalchemy as sa
 
 from db import pending as db_pending
 from db.queries import JobKey
-from jobs.heartbeat import Rejection, chunked, validate_heartbeats
+from jobs.heartbeat import Rejection, chunked, validate_heartbeat
 from worker.messages import recompute_message, store_message
+
+
+class Rejections(Protocol):
+    """Where rejections go: a list, or a sink that keeps a long stream of them out of memory."""
+
+    def append(self, rejection: Rejection, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Rejection]: ...
 
 
 @dataclass
 class EnqueueResult:
     accepted: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected: Rejections = field(default_factory=list)
     #: Messages put on the heartbeats queue, and the heartbeats they carry.
     messages: int = 0
     enqueued: int = 0
@@ -57,34 +68,63 @@ class EnqueueResult:
             "batch_id": self.batch_id,
         }
 
+    def write_json(self, stream: TextIO, **extra: Any) -> None:
+        """``as_dict()`` plus `extra` as one JSON document, written a rejection at a time, so a long
+        list of them never sits in memory as objects."""
+        stream.write(f'{{"accepted": {self.accepted}, "rejected": [')
+        for number, r in enumerate(self.rejected):
+            stream.write((", " if number else "") + json.dumps({"index": r.index, "reason": r.reason}))
+        rest = {"messages": self.messages, "enqueued": self.enqueued, "batch_id": self.batch_id, **extra}
+        stream.write("], " + json.dumps(rest)[1:] + "\n")
+
 
 class EnqueueError(Exception):
     """The broker failed; ``result.enqueued`` heartbeats had been enqueued before it did."""
 
     def __init__(self, result: EnqueueResult, cause: BaseException) -> None:
-        super().__init__(
-            f"could not enqueue: {type(cause).__name__}: {cause} "
-            f"({result.enqueued} of {result.accepted} valid heartbeats were enqueued before the failure)"
-        )
-        self.result = result
+        self.result, self.cause = result, cause
+        super().__init__(f"could not enqueue: {type(cause).__name__}: {cause} ({self.progress})")
+
+    @property
+    def progress(self) -> str:
+        done, valid = self.result.enqueued, self.result.accepted
+        return f"{done} of {valid} valid heartbeats were enqueued before the failure"
 
 
 def enqueue_heartbeats(
-    items: Iterable[Any], *, batch_size: int, broker: dramatiq.Broker | None = None
+    items: Iterable[Any],
+    *,
+    batch_size: int,
+    broker: dramatiq.Broker | None = None,
+    rejected: Rejections | None = None,
 ) -> EnqueueResult:
-    """Validate `items` and enqueue the valid ones in batches; see the module docstring."""
+    """Validate `items` and enqueue the valid ones in batches as they come; see the module
+    docstring. Rejections go to `rejected` (default: a new list), which becomes ``result.rejected``."""
     broker = broker or dramatiq.get_broker()
-    validated = validate_heartbeats(items)
-    result = EnqueueResult(accepted=len(validated.accepted), rejected=validated.rejected)
-    result.batch_id = uuid.uuid4().hex[:16]
-    for batch in chunked(validated.accepted, batch_size):
+    result = EnqueueResult(rejected=[] if rejected is None else rejected, batch_id=uuid.uuid4().hex[:16])
+    batch: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
         try:
-            broker.enqueue(store_message(list(batch), result.batch_id))
-        except Exception as e:
-            raise EnqueueError(result, e) from e
-        result.messages += 1
-        result.enqueued += len(batch)
+            batch.append(validate_heartbeat(item))
+        except ValueError as e:
+            result.rejected.append(Rejection(index, str(e)))
+            continue
+        result.accepted += 1
+        if len(batch) == batch_size:
+            _send(broker, batch, result)
+            batch = []
+    if batch:
+        _send(broker, batch, result)
     return result
+
+
+def _send(broker: dramatiq.Broker, batch: list[dict[str, Any]], result: EnqueueResult) -> None:
+    try:
+        broker.enqueue(store_message(batch, result.batch_id))
+    except Exception as e:
+        raise EnqueueError(result, e) from e
+    result.messages += 1
+    result.enqueued += len(batch)
 
 
 def send_recomputes(

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
 from worker.database import get_engine
+from worker.errors import ConfigError, Unavailable, explain
 from worker.liveness import broken
 from worker.logs import get_logger
 from worker.messages import QUEUES, RECOMPUTE
@@ -36,7 +37,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 3
 
 
-class StartupError(Exception):
+class StartupError(ConfigError):
     """The worker must not start (missing schema, bad configuration); the message says why."""
 
 
@@ -44,19 +45,24 @@ class StoppedDuringStartup(Exception):
     """A stop signal arrived while the worker waited for its servers: it stops, cleanly."""
 
 
-def _wait_for(what: str, check, timeout: float, stop: threading.Event | None = None):
-    """Run `check` until the server answers, for up to `timeout` seconds (a worker starting while
-    the database restarts should wait for it, not crash-loop), or until `stop` is set."""
+def wait_for(what: str, check, settings: Settings, stop: threading.Event | None = None):
+    """Run `check` until the server answers, for up to HBW_STARTUP_TIMEOUT seconds (a worker
+    starting while the database restarts should wait for it, not crash-loop), or until `stop` is
+    set. Waiting does not fix a wrong URL, a missing database or a refused login: those stop it at
+    once."""
+    timeout = settings.startup_timeout
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
         try:
             return check()
         except (sa.exc.OperationalError, redis.ConnectionError) as e:
+            problem = explain(e, settings.database_url, settings.redis_url)
+            if isinstance(problem, ConfigError):
+                raise problem from None
             if time.monotonic() + delay > deadline:
-                reason = str(e).strip().splitlines()[0]
-                raise StartupError(f"{what} did not answer within {timeout:g}s: {reason}") from None
-            log.warning("startup.waiting", server=what, error=str(e).strip().splitlines()[0])
+                raise Unavailable(f"{problem} (waited {timeout:g}s)") from None
+            log.warning("startup.waiting", server=what, error=str(problem))
             if (stop or threading.Event()).wait(delay):
                 raise StoppedDuringStartup from None
             delay = min(delay * 2, 5)
@@ -67,7 +73,7 @@ def check_schema(settings: Settings, stop: threading.Event | None = None) -> Non
         with get_engine(settings.database_url).connect() as conn:
             return installed_version(conn)
 
-    version = _wait_for("PostgreSQL", read_version, settings.startup_timeout, stop)
+    version = wait_for("PostgreSQL", read_version, settings, stop)
     wanted = expected_version()
     if version is None:
         raise StartupError("the database has no heartbeat-worker schema; run `hbw db init` first")
@@ -137,7 +143,7 @@ def run_worker(
     try:
         check_schema(settings, stop)
         broker = setup_broker(settings)
-        _wait_for("Redis", broker.client.ping, settings.startup_timeout, stop)
+        wait_for("Redis", broker.client.ping, settings, stop)
     except StoppedDuringStartup:
         stop.set()
     if stop.is_set():

@@ -19,16 +19,19 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
+import redis
+
+from worker.errors import HbwError
 from worker.logs import configure_logging, get_logger
 from worker.runner import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
-    StartupError,
     StoppedDuringStartup,
     check_schema,
     install_stop_handlers,
     run_worker,
+    wait_for,
 )
 from worker.settings import Settings
 
@@ -58,9 +61,9 @@ def _child(
     threading.Thread(target=_watch_parent, args=(parent, stop), name="parent-watch", daemon=True).start()
     try:
         code = run_worker(settings, queues=queues, threads=threads, burst=burst, supervised=True, stop=stop)
-    except StartupError as e:
+    except HbwError as e:
         log.error("worker.refused", reason=str(e))
-        code = EXIT_CONFIG
+        code = e.exit_code
     raise SystemExit(code)
 
 
@@ -89,8 +92,9 @@ def run_workers(
 
     signal.signal(signal.SIGTERM, forward)  # first: a stop signal at any moment stops cleanly
     signal.signal(signal.SIGINT, forward)
-    with contextlib.suppress(StoppedDuringStartup):
-        check_schema(settings, stop=stopping)  # fail once, clearly, rather than once per child
+    with contextlib.suppress(StoppedDuringStartup):  # fail once, clearly, rather than once per child
+        check_schema(settings, stop=stopping)
+        wait_for("Redis", redis.Redis.from_url(settings.redis_url).ping, settings, stopping)
 
     context = multiprocessing.get_context("spawn")
     args = (settings, list(queues) if queues else None, threads, burst, os.getpid())
