@@ -384,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  hbw keys create alice\n  hbw serve --port 8080\n"
         "  # ~/.wakatime.cfg: api_url = http://localhost:8080/api/v1",
     )
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)"
+    )
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("PORT", "8080")), help="port (default $PORT or 8080)"
     )
@@ -582,7 +584,10 @@ def _metrics(settings: Settings, processes: int) -> Iterator[None]:
     try:
         try:
             server = MetricsServer(
-                make_broker(settings), settings.metrics_port, settings.worker_heartbeat_timeout_ms
+                make_broker(settings),
+                settings.metrics_port,
+                settings.worker_heartbeat_timeout_ms,
+                host=settings.metrics_host,
             )
         except OSError as e:
             log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))
@@ -890,6 +895,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from worker.http_limits import uvicorn_options
+
     with servers_for(settings) as settings:
         print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
         uvicorn.run(
@@ -901,6 +908,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             log_config=None,  # our structlog chain, configured by the factory
             access_log=False,  # one `http.heartbeats` line per request instead
             timeout_graceful_shutdown=int(settings.shutdown_timeout),
+            **uvicorn_options(settings),  # header size, read deadlines, trusted proxies
         )
     return EXIT_OK
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from worker.logs import get_logger
+from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import get_settings
 
 log = get_logger("hbw.cli")
@@ -122,13 +123,13 @@ def _redis(error: redis.RedisError, where: dict[str, str]) -> HbwError:
         return ConfigError(f"{server} refused the login ({reason}): check the password in REDIS_URL")
     if "name or service not known" in lowered or "nodename nor servname" in lowered:
         return ConfigError(f"cannot resolve the Redis host {where['host']}: check REDIS_URL")
+    if is_out_of_memory(error) or isinstance(error, RedisOutOfMemory):
+        return HbwError(
+            f"{server} is out of memory (maxmemory reached) and refuses writes: raise maxmemory or free "
+            "space (README, Reliability)"
+        )
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         return Unavailable(f"cannot connect to {server} ({_tail(reason)}): is it running? check REDIS_URL")
-    if lowered.startswith("oom"):
-        return HbwError(
-            f"{server} is out of memory (maxmemory reached) and refuses writes: let the workers drain "
-            "the queues, or raise maxmemory"
-        )
     return HbwError(f"{server} failed: {reason}")
 
 

@@ -1,5 +1,6 @@
 """Prometheus metrics: Dramatiq's own (same names as dramatiq.middleware.prometheus, so its
-dashboards work) and ours, served by `hbw worker` on HBW_METRICS_PORT (default 9191).
+dashboards work) and ours, served by `hbw worker` on HBW_METRICS_PORT (default 9191) of
+HBW_METRICS_HOST (default 127.0.0.1: not on a public interface unless asked for).
 
 Several worker processes write their counters to files in PROMETHEUS_MULTIPROC_DIR (the
 prometheus_client multiprocess mode), which `hbw worker` sets before it starts them; the process
@@ -151,7 +152,9 @@ class QueueCollector:
 class MetricsServer:
     """The /metrics endpoint, served from a background thread until close()."""
 
-    def __init__(self, broker: dramatiq.Broker, port: int, heartbeat_timeout_ms: int, host: str = "0.0.0.0"):
+    def __init__(
+        self, broker: dramatiq.Broker, port: int, heartbeat_timeout_ms: int, host: str = "127.0.0.1"
+    ) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry)
@@ -165,7 +168,7 @@ class MetricsServer:
             self.registry.unregister(self.collector)
             raise
         self.port = self.server.server_port
-        log.info("metrics.serving", port=self.port)
+        log.info("metrics.serving", host=host, port=self.port)
 
     def close(self) -> None:
         self.server.shutdown()

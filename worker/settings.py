@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(default=63799, ge=1, le=65535)
 
     #: Prometheus /metrics port of `hbw worker` (0: no endpoint). Two `hbw worker` commands on one
-    #: host need different ports.
+    #: host need different ports. It listens on `metrics_host`: this host only unless widened.
     metrics_port: int = Field(default=9191, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     #: `hbw status` exits 1 when a queue's oldest ready message is older than this.
     max_lag_seconds: float = Field(default=300, gt=0)
 
@@ -81,6 +82,16 @@ class Settings(BaseSettings):
     http_max_heartbeats: int = Field(default=1000, ge=1)
     http_rate_limit_per_minute: int = Field(default=600, ge=0)  # per key; 0: no limit
     http_key_cache_seconds: float = Field(default=60, ge=0)
+    #: Connection limits (worker.http_limits): the request line and headers, and how long reading
+    #: them, then the body, may take.
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    http_header_timeout_seconds: float = Field(default=10, gt=0)
+    http_body_timeout_seconds: float = Field(default=30, gt=0)
+    #: Failed authentications per client address per minute, then 429 (worker.ratelimit; 0: no limit).
+    http_auth_failures_per_minute: int = Field(default=30, ge=0)
+    #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+    #: client. Empty: the TCP peer is the client and X-Forwarded-For is ignored.
+    http_trusted_proxies: str = ""
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

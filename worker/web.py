@@ -16,14 +16,14 @@ them the answer is ``503`` (with Retry-After), which wakatime-cli keeps in its o
 sends again later; if a large request was partly enqueued, the resend is deduplicated downstream.
 Errors are WakaTime's shape, ``{"error": "..."}``: ``401`` bad or missing key (nothing enqueued),
 ``413`` body too large, ``400`` malformed JSON or too many heartbeats (a client must not resend
-those unchanged, and wakatime-cli does not), ``429`` over the per-key rate limit (Retry-After).
+those unchanged, and wakatime-cli does not), ``429`` over the per-key rate limit or after too many
+failed authentications from the client's address (Retry-After; worker.ratelimit). Limits on the
+connection itself (header size, read deadlines) are worker.http_limits'.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import time
+import json
 from typing import Any
 
 import dramatiq
@@ -32,14 +32,14 @@ import redis
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from db.keys import select_key_user
-from jobs.keys import hash_key, normalize_key
+from worker.http_auth import Authenticator, KeyCache, Unauthorized
 from worker.logs import get_logger
 from worker.producer import EnqueueError, enqueue_heartbeats
+from worker.ratelimit import Budgets, RateLimited
 from worker.settings import Settings
 
 log = get_logger("hbw.http")
@@ -57,81 +57,38 @@ def json_response(body: Any, status: int, headers: dict[str, str] | None = None)
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-# -- authentication ---------------------------------------------------------------------------
+def unavailable() -> HttpError:
+    retry = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+    return HttpError(503, "the queue is unavailable; retry later", retry)
 
 
-def key_from_request(request: Request) -> str:
-    """The API key as WakaTime clients send it; raises 401 when there is none."""
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "basic" and credentials:
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise HttpError(401, "malformed Authorization header") from None
-        # wakatime-cli encodes the bare key; `curl -u KEY:` sends "KEY:"
-        user, _, password = decoded.partition(":")
-        return user or password
-    if scheme.lower() == "bearer" and credentials:
-        return credentials.strip()
-    if key := request.query_params.get("api_key"):
-        return key
-    raise HttpError(401, "missing API key (HTTP Basic with the key, or ?api_key=)")
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
-class KeyCache:
-    """Key hash -> user (or None for unknown keys), kept `ttl` seconds, so a busy plugin does not
-    cost a database lookup per request. A revoked key stops working within `ttl`."""
+def parse_json(body: bytes) -> tuple[Any, bool]:
+    """The decoded body, and whether the standard library had to decode it.
 
-    MAX_ENTRIES = 100_000
-
-    def __init__(self, engine: sa.Engine, ttl: float) -> None:
-        self.engine, self.ttl = engine, ttl
-        self._entries: dict[bytes, tuple[str | None, float]] = {}
-
-    MISS = object()
-
-    def cached(self, key_hash: bytes) -> str | object | None:
-        """The cached answer, or MISS (no database work: safe on the event loop)."""
-        entry = self._entries.get(key_hash)
-        return entry[0] if entry and entry[1] > time.monotonic() else self.MISS
-
-    def user_for(self, key_hash: bytes) -> str | None:
-        now = time.monotonic()
-        with self.engine.connect() as conn:
-            user_id = select_key_user(conn, key_hash)
-        if self.ttl > 0:
-            if len(self._entries) >= self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key_hash] = (user_id, now + self.ttl)
-        return user_id
+    JSON allows lone UTF-16 surrogate escapes ("\\ud800"), which orjson refuses for the whole
+    body; the standard library decodes them, so ingest can reject the item holding one alone.
+    """
+    try:
+        return orjson.loads(body), False
+    except orjson.JSONDecodeError as e:
+        error = e
+    try:
+        return json.loads(body, parse_constant=_no_constant), True
+    except (ValueError, RecursionError):
+        raise HttpError(400, f"malformed JSON: {error}") from None
 
 
-class RateLimiter:
-    """At most `per_minute` requests per key in each clock minute, counted in Redis so every
-    `hbw serve` process shares the budget (a fixed window: simple, and bounded at 2x in a burst
-    that straddles a minute)."""
-
-    def __init__(self, client: redis.Redis, namespace: str, per_minute: int) -> None:
-        self.client, self.namespace, self.per_minute = client, namespace, per_minute
-
-    def check(self, key_hash: bytes) -> None:
-        if not self.per_minute:
-            return
-        now = time.time()
-        window = int(now // 60)
-        name = f"{self.namespace}:hbw.rate:{key_hash[:8].hex()}:{window}"
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(name)
-        pipe.expire(name, 120)
-        count, _ = pipe.execute()
-        if count > self.per_minute:
-            retry_after = max(1, int((window + 1) * 60 - now) + 1)
-            raise HttpError(
-                429,
-                f"rate limit: more than {self.per_minute} requests per minute for this key",
-                {"Retry-After": str(retry_after)},
-            )
+def unencodable(item: Any) -> str | None:
+    """Why the queue's JSON cannot carry `item` (a lone surrogate, an integer over 64 bits)."""
+    try:
+        orjson.dumps(item)
+    except orjson.JSONEncodeError as e:
+        return f"cannot be encoded as JSON: {e}"
+    return None
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -149,20 +106,14 @@ def create_app(
         from worker.database import get_engine
 
         engine = get_engine(settings.database_url)
-    keys = KeyCache(engine, settings.http_key_cache_seconds)
-    limiter = RateLimiter(broker.client, broker.namespace, settings.http_rate_limit_per_minute)
+    budgets = Budgets(
+        broker.client,
+        broker.namespace,
+        per_key_per_minute=settings.http_rate_limit_per_minute,
+        auth_failures_per_minute=settings.http_auth_failures_per_minute,
+    )
 
-    async def authenticate(request: Request) -> tuple[str, bytes]:
-        normalized = normalize_key(key_from_request(request))
-        if normalized is None:
-            raise HttpError(401, "invalid API key: expected a UUID v4, optionally prefixed waka_")
-        key_hash = hash_key(normalized)
-        user_id = keys.cached(key_hash)
-        if user_id is KeyCache.MISS:
-            user_id = await run_in_threadpool(keys.user_for, key_hash)
-        if user_id is None:
-            raise HttpError(401, "unknown or revoked API key")
-        return user_id, key_hash
+    authenticator = Authenticator(KeyCache(engine, settings.http_key_cache_seconds), budgets)
 
     async def read_json(request: Request) -> Any:
         limit = settings.http_max_body_bytes
@@ -174,10 +125,7 @@ def create_app(
             body += chunk
             if len(body) > limit:
                 raise HttpError(413, f"request body larger than {limit} bytes")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise HttpError(400, f"malformed JSON: {e}") from None
+        return parse_json(body)
 
     def with_headers(request: Request, user_id: str, items: list[Any]) -> list[Any]:
         agent = request.headers.get("user-agent")
@@ -193,23 +141,27 @@ def create_app(
             out.append(item)
         return out
 
-    async def ingest(request: Request, items: list[Any], user_id: str, key_hash: bytes) -> list[tuple]:
-        """Enqueue `items`; one (body, status) per item. Raises 503 when Redis cannot take them."""
+    async def ingest(request: Request, items: list[Any], user: tuple[str, bytes, str], *,
+                     lenient: bool) -> list[tuple]:  # fmt: skip
+        """Enqueue `items`; one (body, status) per item. Raises 503 when Redis cannot take them.
+        `lenient`: the body was decoded by the standard library, so items may hold what the queue's
+        JSON cannot carry; those are rejected alone."""
+        user_id, key_hash, address = user
         items = with_headers(request, user_id, items)
+        reasons = {i: why for i, item in enumerate(items) if (why := unencodable(item))} if lenient else {}
+        positions = [i for i in range(len(items)) if i not in reasons]
 
         def check_and_enqueue():
-            limiter.check(key_hash)
-            return enqueue_heartbeats(items, batch_size=settings.batch_size, broker=broker)
+            budgets.check(key_hash, address)
+            return enqueue_heartbeats([items[i] for i in positions], batch_size=settings.batch_size,
+                                      broker=broker)  # fmt: skip
 
         try:
             result = await run_in_threadpool(check_and_enqueue)
         except (EnqueueError, redis.RedisError) as e:
             log.warning("http.unavailable", error=str(e))
-            raise HttpError(
-                503, "the queue is unavailable; retry later",
-                {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-            ) from None  # fmt: skip
-        reasons = {r.index: r.reason for r in result.rejected}
+            raise unavailable() from None
+        reasons.update((positions[r.index], r.reason) for r in result.rejected)
         log.info("http.heartbeats", user_id=user_id, accepted=result.accepted, rejected=len(reasons),
                  batch_id=result.batch_id)  # fmt: skip
         responses = []
@@ -221,16 +173,16 @@ def create_app(
         return responses
 
     async def heartbeat(request: Request) -> Response:
-        user_id, key_hash = await authenticate(request)
-        body = await read_json(request)
+        user = await authenticator.authenticate(request)
+        body, lenient = await read_json(request)
         if not isinstance(body, dict):
             raise HttpError(400, "expected one heartbeat (a JSON object); send arrays to heartbeats.bulk")
-        [(answer, status)] = await ingest(request, [body], user_id, key_hash)
+        [(answer, status)] = await ingest(request, [body], user, lenient=lenient)
         return json_response(answer, status)
 
     async def heartbeats_bulk(request: Request) -> Response:
-        user_id, key_hash = await authenticate(request)
-        body = await read_json(request)
+        user = await authenticator.authenticate(request)
+        body, lenient = await read_json(request)
         if isinstance(body, dict):  # some clients post a lone heartbeat here
             body = [body]
         if not isinstance(body, list):
@@ -239,7 +191,7 @@ def create_app(
             raise HttpError(
                 400, f"too many heartbeats: {len(body)} > {settings.http_max_heartbeats} per request"
             )
-        responses = await ingest(request, body, user_id, key_hash)
+        responses = await ingest(request, body, user, lenient=lenient)
         return json_response({"responses": [[answer, status] for answer, status in responses]}, 201)
 
     async def healthz(request: Request) -> Response:
@@ -263,10 +215,26 @@ def create_app(
         return json_response({"ok": True}, 200)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, Unauthorized):
+            exc = HttpError(401, str(exc))
+        elif isinstance(exc, RateLimited):
+            exc = HttpError(429, exc.message, {"Retry-After": str(exc.retry_after)})
+        elif isinstance(exc, redis.RedisError):  # a budget could not be checked
+            log.warning("http.unavailable", error=f"{type(exc).__name__}: {exc}")
+            exc = unavailable()
+        elif isinstance(exc, sa.exc.DBAPIError):  # a key could not be looked up
+            log.warning("http.keys_unavailable", error=str(exc).splitlines()[0])
+            exc = unavailable()
         assert isinstance(exc, HttpError)
         if exc.status >= 500 or exc.status == 429:
-            log.warning("http.refused", status=exc.status, error=exc.message, path=request.url.path)
+            log.warning("http.refused", status=exc.status, error=exc.message, path=request.url.path,
+                        client=request.client and request.client.host)  # fmt: skip
         return json_response({"error": exc.message}, exc.status, exc.headers)
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        """The client went away before its body arrived: nothing was enqueued, nothing to answer."""
+        log.info("http.client_disconnected", path=request.url.path)
+        return Response(status_code=400)
 
     routes = [
         Route("/api/v1/users/current/heartbeats", heartbeat, methods=["POST"]),
@@ -274,7 +242,9 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HttpError: on_http_error})
+    errors = (HttpError, Unauthorized, RateLimited, redis.RedisError, sa.exc.DBAPIError)
+    handlers = {error: on_http_error for error in errors}
+    return Starlette(routes=routes, exception_handlers={**handlers, ClientDisconnect: on_disconnect})
 
 
 def app_from_env() -> Starlette:
