@@ -59,5 +59,6 @@ def server_urls() -> Iterator[ServerUrls]:
     redis_port = int(os.environ.get("HBW_EMBEDDED_REDIS_PORT", REDIS_PORT))
     with embedded_servers(
         data_dir, postgres=need_database, redis_=need_redis, pg_port=pg_port, redis_port=redis_port
-    ) as urls:
+    ) as lease:
+        urls = lease.urls
         yield ServerUrls(urls.get("DATABASE_URL", database), urls.get("REDIS_URL", redis_url), embedded=True)
