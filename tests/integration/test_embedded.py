@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -146,3 +147,30 @@ def test_demo_on_a_bare_environment_twice_gives_the_same_totals(embedded_dir):
     # the servers were stopped after each run
     assert not (embedded_dir / "postgres" / "data" / "postmaster.pid").exists()
     assert not (embedded_dir / "redis" / "redis.pid").exists()
+
+
+EXAMPLES = str(Path(__file__).parents[2] / "examples" / "heartbeats.jsonl")
+
+
+def test_one_url_set_and_the_other_not_is_refused_unless_embedding_is_asked_for(embedded_dir, settings):
+    env = {
+        "HBW_DATA_DIR": str(embedded_dir),
+        "HBW_EMBEDDED_PG_PORT": str(free_port()),
+        "HBW_EMBEDDED_REDIS_PORT": str(free_port()),
+    }
+    database, redis_url = {"DATABASE_URL": settings.database_url}, {"REDIS_URL": settings.redis_url}
+    for configured, command in ((database, ["enqueue", EXAMPLES]), (redis_url, ["db", "init"])):
+        proc = hbw({**env, **configured}, *command)
+        assert proc.returncode == 3, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        missing = "REDIS_URL" if configured is database else "DATABASE_URL"
+        assert f"is set but {missing} is not" in line and f"{missing}=embedded" in line
+    assert list(embedded_dir.iterdir()) == [], "no embedded server was started"
+
+    # a command that needs only the configured server runs as before
+    assert hbw({**env, **database}, "db", "init").returncode == 0
+    # embedding asked for explicitly: a private Redis beside the configured database
+    proc = hbw({**env, **database, "REDIS_URL": "embedded"}, "enqueue", EXAMPLES)
+    assert proc.returncode == 0, proc.stderr
+    assert "enqueued: 8 heartbeats" in proc.stdout
+    assert (embedded_dir / "redis" / "appendonly.aof").exists() and not (embedded_dir / "postgres").exists()
