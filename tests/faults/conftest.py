@@ -189,7 +189,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def fault_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis, Path]]:
-    root = Path(tempfile.mkdtemp(prefix="hbw-faults-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="hbw-faults-"))  # in the session's directory (tests/conftest.py)
     root.chmod(0o755)
     postgres = EmbeddedPostgres(root / "postgres", free_port())
     redis_server = EmbeddedRedis(root / "redis", free_port(), fsync="always")
