@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from db.engine import create_engine
 from db.schema import apply_schema
 from tests import services
-from tests.leftovers import leftovers
+from tests.leftovers import PYTEST_DIRS, leftovers
 from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
@@ -37,11 +37,12 @@ TABLES = (
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[Path]:
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The session's own temporary directory, checked when the session ends: no test may leave a
     process or a temporary file behind (tests/leftovers.py says what counts). Whatever the tests,
     and the processes they start (TMPDIR), put in temporary files lands there, apart from the
-    sessions that run beside this one; it is removed at the end."""
+    sessions that run beside this one. It is removed at the end, but for pytest's tmp_path
+    directories when a test failed (to look into)."""
     base = Path(tempfile.mkdtemp(prefix="hbw-pytest-", dir="/tmp"))
     base.chmod(0o755)  # a root run starts PostgreSQL as 'nobody', which must reach its directories
     saved = os.environ.get("TMPDIR"), tempfile.tempdir
@@ -53,7 +54,15 @@ def nothing_left_behind() -> Iterator[Path]:
     else:
         os.environ["TMPDIR"] = saved[0]
     found = leftovers(base)
-    shutil.rmtree(base, ignore_errors=True)
+    for path in base.iterdir():
+        if path.name.startswith(PYTEST_DIRS):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if not request.session.testsfailed:
+        shutil.rmtree(base, ignore_errors=True)
     if found:
         pytest.fail("this session's tests left behind:\n  " + "\n  ".join(found), pytrace=False)
 

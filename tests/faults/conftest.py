@@ -52,6 +52,9 @@ FAST = {
     "HBW_SWEEP_STALE_AFTER_S": "20",
     "HBW_SHUTDOWN_TIMEOUT": "5",
     "HBW_LOG_FORMAT": "json",
+    # No /metrics: a SIGKILLed supervisor would leave its multiprocess directory behind (the
+    # session's leftover check fails on it), and sessions side by side would share port 9191.
+    "HBW_METRICS_PORT": "0",
 }
 
 
