@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from db.engine import create_engine
 from db.schema import apply_schema
 from tests import services
+from tests.leftovers import PYTEST_DIRS, leftovers
 from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
@@ -34,6 +35,37 @@ TABLES = (
     "heartbeats", "user_days", "pending_recomputes", "project_aliases", "project_days", "language_days",
     "user_agent_days", "projects", "project_languages", "user_agents", "reprocess_runs", "api_keys",
 )  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The session's own temporary directory, checked when the session ends: no test may leave a
+    process or a temporary file behind (tests/leftovers.py says what counts). Whatever the tests,
+    and the processes they start (TMPDIR), put in temporary files lands there, apart from the
+    sessions that run beside this one. It is removed at the end, but for pytest's tmp_path
+    directories when a test failed (to look into)."""
+    base = Path(tempfile.mkdtemp(prefix="hbw-pytest-", dir="/tmp"))
+    base.chmod(0o755)  # a root run starts PostgreSQL as 'nobody', which must reach its directories
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(base)
+    yield base
+    tempfile.tempdir = saved[1]
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    found = leftovers(base)
+    for path in base.iterdir():
+        if path.name.startswith(PYTEST_DIRS):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if not request.session.testsfailed:
+        shutil.rmtree(base, ignore_errors=True)
+    if found:
+        pytest.fail("this session's tests left behind:\n  " + "\n  ".join(found), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -164,9 +196,9 @@ def log_events():
 
 @pytest.fixture
 def embedded_dir() -> Iterator[Path]:
-    """A data directory for embedded servers of a test's own. Under /tmp with mode 755, because a
-    root test run starts PostgreSQL as 'nobody', which must be able to reach it."""
-    path = Path(tempfile.mkdtemp(prefix="hbw-embedded-", dir="/tmp"))
+    """A data directory for embedded servers of a test's own, in the session's directory with mode
+    755, because a root test run starts PostgreSQL as 'nobody', which must be able to reach it."""
+    path = Path(tempfile.mkdtemp(prefix="hbw-embedded-"))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)

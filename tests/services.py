@@ -46,7 +46,9 @@ def _redis_reachable(url: str | None) -> bool:
 
 @contextlib.contextmanager
 def server_urls() -> Iterator[ServerUrls]:
-    database, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    # ("embedded" asks for the embedded server: README, The embedded default)
+    database, redis_url = (os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL"))
+    database, redis_url = (None if url == "embedded" else url for url in (database, redis_url))
     need_database, need_redis = not _postgres_reachable(database), not _redis_reachable(redis_url)
     if not (need_database or need_redis):
         yield ServerUrls(database, redis_url)
@@ -59,5 +61,6 @@ def server_urls() -> Iterator[ServerUrls]:
     redis_port = int(os.environ.get("HBW_EMBEDDED_REDIS_PORT", REDIS_PORT))
     with embedded_servers(
         data_dir, postgres=need_database, redis_=need_redis, pg_port=pg_port, redis_port=redis_port
-    ) as urls:
+    ) as lease:
+        urls = lease.urls
         yield ServerUrls(urls.get("DATABASE_URL", database), urls.get("REDIS_URL", redis_url), embedded=True)

@@ -477,32 +477,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def servers_for(settings: Settings, *, database: bool = True, redis: bool = True) -> Iterator[Settings]:
-    """The configured servers, or the embedded ones for whichever URL is not set.
+def servers_for(
+    settings: Settings, *, database: bool = True, redis: bool = True, kept_by: set[int] | None = None
+) -> Iterator[Settings]:
+    """The servers a command uses (worker.servers.hold_servers); their problems are configuration errors."""
+    from worker.embedded import EmbeddedError
+    from worker.servers import hold_servers
 
-    Embedded URLs are exported to the environment, so worker processes and actors (which read
-    get_settings()) use them too; the lease is given back when the command ends.
-    """
-    need_database = database and not settings.database_url
-    need_redis = redis and not settings.redis_url
-    if not (need_database or need_redis):
-        yield settings
-        return
-    from worker.embedded import EmbeddedError, default_data_dir, embedded_servers
-
-    data_dir = settings.data_dir or default_data_dir()
     try:
-        with embedded_servers(
-            data_dir,
-            postgres=need_database,
-            redis_=need_redis,
-            pg_port=settings.embedded_pg_port,
-            redis_port=settings.embedded_redis_port,
-        ) as urls:
-            log.info("embedded.servers", data_dir=str(data_dir), **{k.lower(): v for k, v in urls.items()})
-            os.environ.update(urls)
-            get_settings.cache_clear()
-            yield get_settings()
+        with hold_servers(settings, database=database, redis=redis, kept_by=kept_by) as settings:
+            yield settings
     except EmbeddedError as e:
         raise ConfigError(str(e)) from None
 
@@ -954,19 +938,24 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
+    from worker.errors import redact
     from worker.supervisor import run_workers
 
-    with servers_for(settings) as settings:
+    kept_by: set[int] = set()
+    with servers_for(settings, kept_by=kept_by) as settings:
         with get_engine(settings.database_url).begin() as conn:
             apply_schema(conn)
         processes = args.processes or settings.processes
         threads = args.threads or settings.threads
-        print(f"PostgreSQL  {settings.database_url}")
-        print(f"Redis       {settings.redis_url}")
+        print(f"PostgreSQL  {redact(settings.database_url)}")
+        print(f"Redis       {redact(settings.redis_url)}")
         print(f"workers     {processes} process(es) x {threads} thread(s); Ctrl-C stops everything")
         print("enqueue from another terminal with: hbw enqueue FILE", flush=True)
         code = run_workers(settings, processes=processes, threads=threads)
-    print("stopped")
+    if kept_by:
+        print(f"workers stopped; the embedded servers keep running for {len(kept_by)} other hbw command(s)")
+    else:
+        print("stopped")
     return code
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from worker.logs import get_logger
 from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
-from worker.settings import get_settings
+from worker.settings import EMBEDDED, get_settings
 
 log = get_logger("hbw.cli")
 
@@ -57,9 +57,9 @@ _PG_DOWN = ("connection refused", "timeout expired", "timed out", "no such file 
 _URL_CREDENTIALS = re.compile(r"(\w+://[^/:@\s]*:)[^@\s]*@")
 
 
-def redact(text: str) -> str:
-    """`text` with the password of any URL in it replaced by ***."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+def redact(text: str | None) -> str | None:
+    """`text` (a URL, or a message with URLs in it) with every URL's password replaced by ***."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text) if text else text
 
 
 def first_line(error: BaseException) -> str:
@@ -159,7 +159,7 @@ def check_urls(database_url: str | None, redis_url: str | None) -> None:
     """Refuse a malformed DATABASE_URL or REDIS_URL before anything tries to use it."""
     from db.engine import sqlalchemy_url
 
-    if database_url:
+    if database_url and database_url != EMBEDDED:
         try:
             backend = sqlalchemy_url(database_url).get_backend_name()
         except sa.exc.ArgumentError:
@@ -168,7 +168,7 @@ def check_urls(database_url: str | None, redis_url: str | None) -> None:
             raise ConfigError(
                 "DATABASE_URL is not a PostgreSQL URL (expected postgresql://user@host:5432/db)"
             )
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+    if redis_url and redis_url != EMBEDDED and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL is not a Redis URL (expected redis://host:6379/0)")
 
 

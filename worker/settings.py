@@ -15,6 +15,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The value of DATABASE_URL / REDIS_URL that asks for the embedded server explicitly.
+EMBEDDED = "embedded"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HBW_", extra="ignore")

@@ -52,6 +52,9 @@ FAST = {
     "HBW_SWEEP_STALE_AFTER_S": "20",
     "HBW_SHUTDOWN_TIMEOUT": "5",
     "HBW_LOG_FORMAT": "json",
+    # No /metrics: a SIGKILLed supervisor would leave its multiprocess directory behind (the
+    # session's leftover check fails on it), and sessions side by side would share port 9191.
+    "HBW_METRICS_PORT": "0",
 }
 
 
@@ -206,7 +209,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def fault_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis, Path]]:
-    root = Path(tempfile.mkdtemp(prefix="hbw-faults-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="hbw-faults-"))  # in the session's directory (tests/conftest.py)
     root.chmod(0o755)
     postgres = EmbeddedPostgres(root / "postgres", free_port())
     redis_server = EmbeddedRedis(root / "redis", free_port(), fsync="always")

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -37,7 +38,8 @@ def test_start_reuse_and_clean_stop(embedded_dir):
     pg_port, redis_port = free_port(), free_port()
     with embedded_servers(
         embedded_dir, postgres=True, redis_=True, pg_port=pg_port, redis_port=redis_port
-    ) as urls:
+    ) as lease:
+        urls = lease.urls
         assert postgres_answers(urls["DATABASE_URL"]) and redis_answers(urls["REDIS_URL"])
         with psycopg.connect(urls["DATABASE_URL"], autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (x int)")
@@ -55,10 +57,10 @@ def test_start_reuse_and_clean_stop(embedded_dir):
         embedded_dir, postgres=True, redis_=True, pg_port=pg_port, redis_port=redis_port
     ) as again:
         assert version_file.stat().st_mtime_ns == initialised_at
-        with psycopg.connect(again["DATABASE_URL"]) as conn:
+        with psycopg.connect(again.urls["DATABASE_URL"]) as conn:
             assert conn.execute("SELECT x FROM kept").fetchone() == (42,)
-        assert redis.Redis.from_url(again["REDIS_URL"]).get("kept") == b"yes"
-    assert not postgres_answers(again["DATABASE_URL"])
+        assert redis.Redis.from_url(again.urls["REDIS_URL"]).get("kept") == b"yes"
+    assert not postgres_answers(again.urls["DATABASE_URL"])
 
 
 def test_a_server_stays_up_while_another_process_holds_it(embedded_dir):
@@ -67,13 +69,13 @@ def test_a_server_stays_up_while_another_process_holds_it(embedded_dir):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (embedded_dir / "redis" / "holders" / str(holder.pid)).touch()  # as if it had acquired it
-        assert server.release() is False, "another live holder: keep running"
+        assert server.release() == [holder.pid], "another live holder: keep running"
         assert redis_answers(url)
     finally:
         holder.kill()
         holder.wait()
     server.acquire()
-    assert server.release() is True, "the dead holder's lease does not count"
+    assert server.release() == [], "the dead holder's lease does not count"
     assert not redis_answers(url)
 
 
@@ -105,10 +107,15 @@ def test_data_dir_the_postgres_account_cannot_reach_is_a_clear_error(embedded_di
         EmbeddedPostgres(private / "postgres", free_port()).acquire()
 
 
-def hbw(env: dict, *args: str) -> subprocess.CompletedProcess:
+def hbw_env(**variables: str) -> dict[str, str]:
+    """This environment without DATABASE_URL and REDIS_URL (so: embedded servers), plus `variables`."""
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return {**clean, **variables}
+
+
+def hbw(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], env={**clean, **env}, capture_output=True, text=True,
+        [sys.executable, "-m", "worker.cli", *args], env=hbw_env(**env), capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
 
@@ -140,3 +147,30 @@ def test_demo_on_a_bare_environment_twice_gives_the_same_totals(embedded_dir):
     # the servers were stopped after each run
     assert not (embedded_dir / "postgres" / "data" / "postmaster.pid").exists()
     assert not (embedded_dir / "redis" / "redis.pid").exists()
+
+
+EXAMPLES = str(Path(__file__).parents[2] / "examples" / "heartbeats.jsonl")
+
+
+def test_one_url_set_and_the_other_not_is_refused_unless_embedding_is_asked_for(embedded_dir, settings):
+    env = {
+        "HBW_DATA_DIR": str(embedded_dir),
+        "HBW_EMBEDDED_PG_PORT": str(free_port()),
+        "HBW_EMBEDDED_REDIS_PORT": str(free_port()),
+    }
+    database, redis_url = {"DATABASE_URL": settings.database_url}, {"REDIS_URL": settings.redis_url}
+    for configured, command in ((database, ["enqueue", EXAMPLES]), (redis_url, ["db", "init"])):
+        proc = hbw({**env, **configured}, *command)
+        assert proc.returncode == 3, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        missing = "REDIS_URL" if configured is database else "DATABASE_URL"
+        assert f"is set but {missing} is not" in line and f"{missing}=embedded" in line
+    assert list(embedded_dir.iterdir()) == [], "no embedded server was started"
+
+    # a command that needs only the configured server runs as before
+    assert hbw({**env, **database}, "db", "init").returncode == 0
+    # embedding asked for explicitly: a private Redis beside the configured database
+    proc = hbw({**env, **database, "REDIS_URL": "embedded"}, "enqueue", EXAMPLES)
+    assert proc.returncode == 0, proc.stderr
+    assert "enqueued: 8 heartbeats" in proc.stdout
+    assert (embedded_dir / "redis" / "appendonly.aof").exists() and not (embedded_dir / "postgres").exists()
