@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS pending_recomputes (
 -- Set by reprocessing: besides the day, re-sum every total of the user from the day rows, which
 -- also repairs totals that drifted on their own.
 ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS full_refresh boolean NOT NULL DEFAULT false;
+-- Set when recomputing this user-day failed for a reason of its own (not an outage): its message
+-- was dead-lettered with the reason, the sweeper leaves it alone, runs report it. New heartbeats
+-- for the day, a reprocess or `hbw dlq retry` try it again.
+ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS failed_at timestamptz;
+ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS error text;
 
 -- ---------------------------------------------------------------------------------------------
 -- User-owned data

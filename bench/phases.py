@@ -172,7 +172,7 @@ def wait_drained(engine: sa.Engine, broker: dramatiq.Broker, queues=QUEUES, poll
     while True:
         if queues_empty(broker, queues):
             with engine.connect() as conn:
-                if db_pending.count_pending(conn) == 0 and queues_empty(broker, queues):
+                if db_pending.count_pending(conn) == (0, 0) and queues_empty(broker, queues):
                     return
         time.sleep(poll)
 

@@ -69,10 +69,13 @@ def claim_orphans(
     return [tuple(r) for r in conn.execute(query("claim_orphans"), params)]
 
 
-def count_pending(conn: sa.Connection) -> int:
-    return conn.execute(query("count_pending")).scalar_one()
+def mark_failed(conn: sa.Connection, job: str, keys: Sequence[Key], error: str) -> None:
+    """These user-days of `job` failed for a reason of their own: the sweeper leaves them alone."""
+    if keys:
+        conn.execute(query("mark_failed"), {"job": job, "error": error, **key_params(keys)})
 
 
-def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
-    params = {"since": since, "until": until, "user_id": user_id}
-    return conn.execute(query("count_pending_between"), params).scalar_one()
+def count_pending(conn: sa.Connection) -> tuple[int, int]:
+    """(recomputations still to do, recomputations that failed)."""
+    to_do, failed = conn.execute(query("count_pending")).one()
+    return to_do, failed

@@ -61,9 +61,13 @@ def select_day_range(conn: sa.Connection) -> tuple[dt.date | None, dt.date | Non
     return first, last
 
 
-def count_pending_between(conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None) -> int:
+def count_pending_between(
+    conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None
+) -> tuple[int, int]:
+    """(recomputations still to do, recomputations that failed) in the range."""
     params = {"since": since, "until": until, "user_id": user_id}
-    return conn.execute(query("count_pending_between"), params).scalar_one()
+    to_do, failed = conn.execute(query("count_pending_between"), params).one()
+    return to_do, failed
 
 
 def select_latest_runs(conn: sa.Connection, limit: int = 10) -> Sequence[sa.Row]:

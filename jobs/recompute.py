@@ -13,7 +13,7 @@ may run any number of times, in any order, beside stores and other recomputation
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -46,13 +46,16 @@ class RecomputeResult:
     changed: int = 0
 
 
-def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us: int) -> RecomputeResult:
-    """Recompute `job`'s day rows and totals for the pending ones of `keys`, in the caller's transaction."""
+def recompute(
+    conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us: int, riders: bool = True
+) -> RecomputeResult:
+    """Recompute `job`'s day rows and totals for the pending ones of `keys` (and, with `riders`,
+    other pending days of their users), in the caller's transaction."""
     if job not in JOBS:
         raise ValueError(f"unknown derived job {job!r}")
     wanted = sorted(set(keys))
     db_derived.lock_users(conn, sorted({lock_key(job, user_id) for user_id, _ in wanted}))
-    pending = db_pending.select_pending(conn, job, wanted, extra=RIDERS_PER_MESSAGE)
+    pending = db_pending.select_pending(conn, job, wanted, extra=RIDERS_PER_MESSAGE if riders else 0)
     if not pending:
         return RecomputeResult(job)
 
@@ -64,6 +67,24 @@ def recompute(conn: sa.Connection, job: str, keys: Iterable[Key], *, timeout_us:
     refresh_totals(conn, job, changed)
     rerun = db_pending.delete_pending(conn, job, pending)
     return RecomputeResult(job, recomputed=live, rerun=rerun, changed=len(changed))
+
+
+def narrow(keys: Sequence[Key], *, alone: bool) -> list[tuple[list[Key], bool]]:
+    """The parts to retry a recomputation that failed for a reason of its own (db.errors) as:
+    one per user when it spans several, else one per user-day, alone (no other pending days of the
+    user riding along). Empty when it is one user-day alone already: that one fails by itself."""
+    users = sorted({user_id for user_id, _ in keys})
+    if len(users) > 1:
+        return [(sorted({key for key in keys if key[0] == user_id}), False) for user_id in users]
+    if len(set(keys)) > 1 or not alone:
+        return [([key], True) for key in sorted(set(keys))]
+    return []
+
+
+def set_aside(conn: sa.Connection, job: str, keys: Sequence[Key], reason: str) -> None:
+    """Mark user-days whose recomputation fails by itself: nothing resends them until new
+    heartbeats, a reprocess or `hbw dlq retry` try them again."""
+    db_pending.mark_failed(conn, job, keys, reason)
 
 
 def refresh_totals(conn: sa.Connection, job: str, changed: list[tuple[str, str]]) -> None:

@@ -2,8 +2,10 @@
 
 Actors take ``*args, **kwargs`` and bind them to a payload model themselves, so a message with
 the wrong arguments (say, from a non-Python producer) is a PoisonMessage, dead-lettered at once,
-rather than a TypeError retried twenty times. Anything else that fails (database down, deadlock)
-is retried with backoff by Dramatiq's Retries middleware.
+rather than a TypeError retried twenty times. What fails because of the database (down,
+deadlock, timeout: db.errors) is retried with backoff by Dramatiq's Retries middleware; a derived
+job that fails because of its data is narrowed down instead, so one user-day cannot hold back
+the others of its message (``_narrow_down``).
 
 Import this module only through ``worker.broker.setup_broker``: actors bind to the global broker
 when they are declared.
@@ -16,6 +18,7 @@ import time
 import dramatiq
 import structlog
 
+from db.errors import is_transient
 from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
@@ -30,6 +33,7 @@ from worker.messages import (
     RecomputePayload,
     StorePayload,
     parse_payload,
+    recompute_message,
 )
 from worker.metrics import record_recompute, record_store
 from worker.producer import send_recomputes
@@ -98,8 +102,16 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
     settings = get_settings()
     engine = _engine()
     started = time.monotonic()
-    with engine.begin() as conn:
-        result = recompute_jobs.recompute(conn, job, payload.keys, timeout_us=settings.timeout_us)
+    try:
+        with engine.begin() as conn:
+            result = recompute_jobs.recompute(
+                conn, job, payload.keys, timeout_us=settings.timeout_us, riders=not payload.alone
+            )
+    except Exception as e:
+        if is_transient(e):  # the database, not the data: retried as it is
+            raise
+        _narrow_down(engine, job, payload, e)
+        return
     record_recompute(job, len(result.recomputed), time.monotonic() - started)
     # User-days that gained heartbeats meanwhile are still pending: go round again.
     _follow_up(engine, [(job, *key) for key in result.rerun])
@@ -110,6 +122,25 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
         changed=result.changed,
         rerun=len(result.rerun),
     )
+
+
+def _narrow_down(engine, job: str, payload: RecomputePayload, error: Exception) -> None:
+    """The message fails for a reason of its own: the users and days in it that do not fail must
+    not wait for the one that does. It is retried in parts (jobs.recompute.narrow), and a single
+    user-day that still fails is set aside and dead-lettered with the reason."""
+    reason = describe_error(error, limit=1000)
+    parts = recompute_jobs.narrow(payload.keys, alone=payload.alone)
+    if not parts:
+        with engine.begin() as conn:
+            recompute_jobs.set_aside(conn, job, payload.keys, reason)
+        [(user_id, day)] = payload.keys
+        raise PoisonMessage(f"{job} of user {user_id!r} on {day} fails by itself: {reason}")
+    batch_id = structlog.contextvars.get_contextvars().get("batch_id")
+    broker = dramatiq.get_broker()
+    for keys, alone in parts:
+        broker.enqueue(recompute_message(job, keys, batch_id, alone=alone))
+    structlog.contextvars.bind_contextvars(job=job, keys=len(payload.keys), narrowed_to=len(parts))
+    log.warning("derived.narrowing_down", job=job, parts=len(parts), error=describe_error(error))
 
 
 @dramatiq.actor(

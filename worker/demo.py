@@ -84,7 +84,7 @@ def _watch(engine: sa.Engine, progress: Progress, storing, deriving, done: threa
     while True:
         with engine.connect() as conn:
             stored = db_report.count_heartbeats(conn)
-            pending = db_pending.count_pending(conn)
+            pending, _failed = db_pending.count_pending(conn)
         most_pending = max(most_pending, pending)
         progress.update(storing, completed=stored)
         # derived work shows as "done out of the most ever pending"; nothing pending yet counts as done

@@ -140,6 +140,9 @@ UserId = Annotated[str, Field(strict=True, min_length=1, max_length=255)]
 class RecomputePayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keys: Annotated[list[tuple[UserId, dt.date]], Field(min_length=1)]
+    #: Only these keys, without the user's other pending days riding along: a split of a message
+    #: that failed, narrowing down which user-day fails (worker.actors).
+    alone: Annotated[bool, Field(strict=True)] = False
 
 
 def parse_payload(model: type[BaseModel], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -166,10 +169,11 @@ def store_message(heartbeats: list[dict[str, Any]], batch_id: str | None = None)
 
 
 def recompute_message(
-    job: str, keys: Sequence[tuple[str, dt.date]], batch_id: str | None = None
+    job: str, keys: Sequence[tuple[str, dt.date]], batch_id: str | None = None, *, alone: bool = False
 ) -> dramatiq.Message:
     queue, actor = RECOMPUTE[job]
     args = ([[user_id, day.isoformat()] for user_id, day in keys],)
+    kwargs = {"alone": True} if alone else {}
     return dramatiq.Message(
-        queue_name=queue, actor_name=actor, args=args, kwargs={}, options=_options(batch_id)
+        queue_name=queue, actor_name=actor, args=args, kwargs=kwargs, options=_options(batch_id)
     )

@@ -55,14 +55,14 @@ def run_key(kind: str, since: object, until: object, user_id: str | None = None)
 
 @dataclass
 class RunOutcome:
-    status: str  # done | enqueued | skipped | timeout
+    status: str  # done | enqueued | skipped | timeout | failed
     message: str
     user_days: int = 0
     messages: int = 0
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.status == "timeout" else 0
+        return 1 if self.status in ("timeout", "failed") else 0
 
 
 Progress = Callable[[int, int], None]
@@ -146,8 +146,10 @@ def _execute_locked(
     since, until, user_id = run.since, run.until, run.user_id
 
     def outstanding() -> int:
+        """User-days still to do (failed ones are not: they wait for an operator)."""
         with engine.connect() as conn:
-            return -(-db_runs.count_pending_between(conn, since, until, user_id) // JOBS_PER_DAY)
+            to_do, _failed = db_runs.count_pending_between(conn, since, until, user_id)
+        return -(-to_do // JOBS_PER_DAY)
 
     try:
         with engine.connect() as conn:
@@ -189,6 +191,11 @@ def _execute_locked(
         if progress:
             progress(total, total)
         with engine.begin() as conn:
+            _, failed = db_runs.count_pending_between(conn, since, until, user_id)
+            if failed:
+                error = f"{failed} recomputation(s) failed and were dead-lettered: `hbw dlq list` says why"
+                db_runs.finish_run(conn, spec.key, "failed", error)
+                return RunOutcome("failed", f"{spec.key}: {error}", handed, messages)
             db_runs.finish_run(conn, spec.key, "done")
         log.info("run.done", run_key=spec.key, user_days=handed)
         return RunOutcome("done", f"{spec.key}: done, {handed} user-day(s) recomputed", handed, messages)

@@ -60,6 +60,8 @@ class Status:
     #: {"used_bytes", "max_bytes", "policy", "writable", "problem", "usage"} (worker.redis_memory).
     redis: dict[str, Any] = field(default_factory=dict)
     pending_recomputes: int | None = None
+    #: Recomputations dead-lettered for a reason of their own (`hbw dlq list` says why).
+    failed_recomputes: int | None = None
     last_reprocess: dict[str, Any] | None = None
     checked_at: float = field(default_factory=time.time)
 
@@ -184,7 +186,7 @@ def collect_status(
     )
     if engine is not None:
         with engine.connect() as conn:
-            status.pending_recomputes = db_pending.count_pending(conn)
+            status.pending_recomputes, status.failed_recomputes = db_pending.count_pending(conn)
             last = db_runs.select_last_run(conn, "reprocess")
         if last is not None:
             finished = last.finished_at
@@ -230,6 +232,8 @@ def render_status(status: Status, max_lag: float, console) -> None:
     console.print(f"heartbeats stored in the last minute: {status.heartbeats_stored_last_minute:,}")
     if status.pending_recomputes is not None:
         console.print(f"pending recomputations (user-day x job): {status.pending_recomputes:,}")
+    if status.failed_recomputes:
+        console.print(f"[red]failed recomputations: {status.failed_recomputes:,} (hbw dlq list says why)[/]")
     last = status.last_reprocess
     if last:
         took = f", took {last['seconds']}s" if last["seconds"] is not None else ""

@@ -37,7 +37,8 @@ FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
 CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
 ORDER BY j.job, k.user_id, k.day
 ON CONFLICT (job, user_id, day) DO UPDATE
-SET generation = p.generation + 1, updated_at = now(), full_refresh = true
+SET generation = p.generation + 1, updated_at = now(), full_refresh = true, failed_at = NULL, error = NULL,
+    enqueued_at = CASE WHEN p.failed_at IS NULL THEN p.enqueued_at END
 RETURNING p.job, p.user_id, p.day, p.enqueued_at IS NULL AS needs_message
 
 -- name: select_pending
@@ -97,7 +98,7 @@ WHERE NOT EXISTS (SELECT 1 FROM deleted d WHERE d.user_id = k.user_id AND d.day 
 WITH orphans AS (
     SELECT job, user_id, day
     FROM pending_recomputes
-    WHERE job = ANY(CAST(:jobs AS text[]))
+    WHERE job = ANY(CAST(:jobs AS text[])) AND failed_at IS NULL
       AND ((enqueued_at IS NULL AND updated_at <= now() - CAST(:min_age AS interval))
            OR enqueued_at <= now() - CAST(:stale_after AS interval))
     ORDER BY job, user_id, day
@@ -110,5 +111,14 @@ FROM orphans o
 WHERE p.job = o.job AND p.user_id = o.user_id AND p.day = o.day
 RETURNING p.job, p.user_id, p.day
 
+-- name: mark_failed
+-- These user-days of a job could not be recomputed, for a reason of their own (see schema.sql).
+UPDATE pending_recomputes p
+SET failed_at = now(), error = :error
+FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+WHERE p.job = :job AND p.user_id = k.user_id AND p.day = k.day
+
 -- name: count_pending
-SELECT count(*) FROM pending_recomputes
+-- Recomputations still to do, and those that failed.
+SELECT count(*) FILTER (WHERE failed_at IS NULL), count(*) FILTER (WHERE failed_at IS NOT NULL)
+FROM pending_recomputes

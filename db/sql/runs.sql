@@ -59,8 +59,8 @@ WHERE day BETWEEN :since AND :until
 SELECT min(day), max(day) FROM user_days WHERE pruned_at IS NULL
 
 -- name: count_pending_between
--- Recomputations still pending in [since, until], optionally for one user.
-SELECT count(*)
+-- Recomputations still to do in [since, until], optionally for one user, and those that failed.
+SELECT count(*) FILTER (WHERE failed_at IS NULL), count(*) FILTER (WHERE failed_at IS NOT NULL)
 FROM pending_recomputes
 WHERE day BETWEEN :since AND :until
   AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))

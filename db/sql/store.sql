@@ -39,7 +39,9 @@ WITH incoming AS (
     FROM gained g CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
     ORDER BY j.job, g.user_id, g.day
     ON CONFLICT (job, user_id, day) DO UPDATE
-    SET generation = p.generation + 1, updated_at = now()
+    SET generation = p.generation + 1, updated_at = now(), failed_at = NULL, error = NULL,
+        -- a failed day is tried again with the new heartbeats: send it a message now
+        enqueued_at = CASE WHEN p.failed_at IS NULL THEN p.enqueued_at END
 )
 SELECT b.user_id, b.day, coalesce(g.inserted, 0) AS inserted
 FROM (SELECT DISTINCT user_id, (at AT TIME ZONE 'UTC')::date AS day FROM identified) AS b

@@ -1,0 +1,30 @@
+"""Which database errors are about the database rather than the data.
+
+A transient error (the server is away or restarting, a deadlock, a serialization failure, a lock
+or statement timeout, resources running out) may not happen again: the work is retried as it is.
+Any other error comes from what the work touches (a value an index cannot hold, a constraint, a
+bug met by one user's data) and would happen again on every retry: the work is narrowed down to
+what fails, and that is set aside with its reason.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import sqlalchemy as sa
+
+#: SQLSTATE classes of transient errors: connection exception, transaction rollback (deadlock,
+#: serialization), insufficient resources, object not in prerequisite state (lock not available),
+#: operator intervention (shutdown, statement timeout), system error (I/O).
+TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for a database error that may not happen again; False for one the data causes (or
+    for any other exception, which says nothing about the database)."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    driver = getattr(error, "orig", error)
+    if not isinstance(driver, psycopg.Error):
+        return isinstance(error, sa.exc.DisconnectionError | sa.exc.TimeoutError)
+    state = driver.sqlstate
+    return state is None or state[:2] in TRANSIENT_CLASSES  # None: no answer from the server at all
