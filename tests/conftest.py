@@ -37,6 +37,10 @@ TABLES = (
 )  # fmt: skip
 
 
+#: Threads a Dramatiq worker of ours starts (worker.middleware, worker.sweeper, worker.supervisor).
+OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The session's own temporary directory, checked when the session ends: no test may leave a
@@ -55,6 +59,9 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[Path]:
     else:
         os.environ["TMPDIR"] = saved[0]
     found = leftovers(base)
+    # and no thread of ours still at work in this process (a worker's beat would make a stopped
+    # worker look alive to every later test)
+    found += [f"thread {t.name} still running" for t in threading.enumerate() if t.name in OUR_THREADS]
     for path in base.iterdir():
         if path.name.startswith(PYTEST_DIRS):
             continue

@@ -16,7 +16,7 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from worker.deadletters import record_error
-from worker.liveness import ProcessHealth, ready_messages
+from worker.liveness import ProcessHealth, broken, ready_messages
 from worker.logs import describe_error, get_logger
 from worker.messages import PoisonMessage
 
@@ -96,16 +96,18 @@ class WorkerHeartbeat(Middleware):
     def __init__(self, interval: float, stall_after: float) -> None:
         self.interval, self.stall_after = interval, stall_after
         self.health: ProcessHealth | None = None
-        self._stop = threading.Event()
+        #: A stop event per running Dramatiq Worker (tests run several in one process).
+        self._stops: dict[int, threading.Event] = {}
 
     def after_worker_boot(self, broker, worker) -> None:
         self.health = ProcessHealth(worker, self.stall_after)
-        self._stop = stop = threading.Event()  # one per boot: a previous Worker's beat thread still ends
+        self._stops[id(worker)] = stop = threading.Event()
         threading.Thread(target=self._run, args=(broker, stop), name="worker-heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
-        self._stop.set()
-        self._beat(broker)  # a process stopping because its threads died leaves the reason behind
+        self._stops.pop(id(worker), threading.Event()).set()
+        if broken(worker):  # a process stopping because its threads died leaves the reason behind
+            self._beat(broker)
 
     def before_process_message(self, broker, message) -> None:
         if self.health:
