@@ -47,12 +47,6 @@ def create_key(conn: sa.Connection, user_id: str) -> str:
     return key
 
 
-def user_for_key(conn: sa.Connection, key: str) -> str | None:
-    """The user a live key belongs to; None for a malformed, unknown or revoked key."""
-    normalized = normalize_key(key)
-    return db_keys.select_key_user(conn, hash_key(normalized)) if normalized else None
-
-
 def revoke_key(conn: sa.Connection, key: str) -> str:
     """Revoke one key; returns its user. Raises ApiKeyError when it is malformed or not live."""
     normalized = normalize_key(key)

@@ -16,14 +16,23 @@ from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 
-from worker.errors import ConfigError, check_urls, reported, settings_problem
+from worker.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    ConfigError,
+    UsageError,
+    check_urls,
+    reported,
+    settings_problem,
+)
 from worker.logs import configure_logging, get_logger
 from worker.messages import QUEUES
 from worker.settings import Settings, get_settings
 
 log = get_logger("hbw.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 3
 
 DESCRIPTION = """\
 heartbeat-worker: background jobs for coding-activity heartbeats.
@@ -38,8 +47,10 @@ starts itself (data in HBW_DATA_DIR) and stops when the last command using them 
 
 EPILOG = """\
 configuration (environment):
-  DATABASE_URL          PostgreSQL, e.g. postgresql://user@host:5432/db (unset: embedded)
-  REDIS_URL             Redis, e.g. redis://host:6379/0 (unset: embedded)
+  DATABASE_URL          PostgreSQL, e.g. postgresql://user@host:5432/db
+  REDIS_URL             Redis, e.g. redis://host:6379/0
+                        (both unset: embedded servers; one set and not the other is refused
+                        unless the other is the word `embedded`)
   HBW_DATA_DIR          where the embedded servers keep their data
   HBW_BATCH_SIZE        heartbeats per message (default 1000)
   HBW_TIMEOUT_SECONDS   keystroke timeout for coding time (default 900)
@@ -50,9 +61,11 @@ configuration (environment):
 exit codes (every failure is one line on stderr: what is wrong, what to do):
   0  success
   1  failure (PostgreSQL or Redis does not answer, enqueueing failed, a wait timed out)
-  2  some input was rejected (the rest was enqueued); also bad command-line usage
+  2  some input was rejected (the rest was enqueued), or a request refused (an alias chain, an
+     unknown key or dead letter); also bad command-line usage
   3  configuration problem (schema not initialised, no such database, login refused, bad URL,
      embedded servers unusable, unreadable file)
+  130  interrupted (Ctrl-C) before it finished; `hbw worker` and `hbw up` stop gracefully: 0
 
 examples:
   hbw demo                          # everything, on a sample week: no setup needed
@@ -388,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)"
     )
     serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", "8080")), help="port (default $PORT or 8080)"
+        "--port", type=int, default=os.environ.get("PORT", "8080"), help="port (default $PORT or 8080)"
     )
     serve.add_argument("--workers", "-w", type=_positive, default=1, help="server processes (default 1)")
 
@@ -606,6 +619,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
         if not args.watch:
             return once()
+        code = EXIT_OK
         try:
             while True:
                 if not args.json:
@@ -691,13 +705,13 @@ def _day_range(args: argparse.Namespace, *, default_since: dt.date | None) -> tu
         return today - dt.timedelta(days=1), today - dt.timedelta(days=1)
     if getattr(args, "date", None):
         if args.until:
-            raise ConfigError("--until goes with --since")
+            raise UsageError("--until goes with --since")
         return args.date, args.date
     since, until = args.since or default_since, args.until or today
     if since is None:
         since = until
     if until < since:
-        raise ConfigError(f"--until {until} is before --since {since}")
+        raise UsageError(f"--until {until} is before --since {since}")
     return since, until
 
 
@@ -720,7 +734,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{len(letters)} dead letter(s)")
             return EXIT_OK
         if not args.all and not args.ids:
-            raise ConfigError(f"say which dead letters to {args.dlq_command}: IDs, or --all")
+            raise UsageError(f"say which dead letters to {args.dlq_command}: IDs, or --all")
         chosen = letters if args.all else [
             letter for letter in letters if {letter.redis_message_id, letter.message_id} & set(args.ids)
         ]  # fmt: skip
@@ -938,7 +952,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
-    from worker.errors import redact
+    from worker.logs import redact
     from worker.supervisor import run_workers
 
     kept_by: set[int] = set()

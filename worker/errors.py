@@ -24,13 +24,13 @@ import redis
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from worker.logs import get_logger
+from worker.logs import get_logger, redact
 from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
-from worker.settings import EMBEDDED, get_settings
+from worker.settings import EMBEDDED, Settings, get_settings
 
 log = get_logger("hbw.cli")
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class HbwError(Exception):
@@ -45,6 +45,12 @@ class ConfigError(HbwError):
     exit_code = EXIT_CONFIG
 
 
+class UsageError(HbwError):
+    """The command line asks for something that makes no sense (bad usage, like argparse's)."""
+
+    exit_code = EXIT_REJECTED
+
+
 class Unavailable(HbwError):
     """A server did not answer; running the command again later may succeed."""
 
@@ -54,12 +60,6 @@ _PG_NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
 _PG_DOWN = ("connection refused", "timeout expired", "timed out", "no such file or directory",
             "is the server running", "starting up", "shutting down", "closed the connection",
             "no route to host", "network is unreachable", "terminating connection")  # fmt: skip
-_URL_CREDENTIALS = re.compile(r"(\w+://[^/:@\s]*:)[^@\s]*@")
-
-
-def redact(text: str | None) -> str | None:
-    """`text` (a URL, or a message with URLs in it) with every URL's password replaced by ***."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text) if text else text
 
 
 def first_line(error: BaseException) -> str:
@@ -80,9 +80,10 @@ def explain(error: BaseException, database_url: str | None, redis_url: str | Non
     return None
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, settings: Settings | None = None) -> str:
     """One line for `error`: what is wrong and what to do when we know, else what it was."""
-    problem = _explain_configured(error)
+    settings = settings or get_settings()  # after `servers_for`, the embedded servers' URLs
+    problem = explain(error, settings.database_url, settings.redis_url)
     return str(problem) if problem else f"{type(error).__name__}: {first_line(error)}"
 
 

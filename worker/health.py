@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.errors import explain, first_line
+from worker.errors import describe
 from worker.settings import Settings
 
 
@@ -35,7 +35,7 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
             detail += f", expected {wanted}: run `hbw db init`"
         checks.append(Check("schema", found == wanted, detail))
     except Exception as e:
-        checks.append(Check("postgresql", False, _reason(e, settings)))
+        checks.append(Check("postgresql", False, describe(e, settings)))
     try:
         broker = make_broker(settings)
         broker.client.ping()
@@ -48,11 +48,5 @@ def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
             detail += "".join(f"; {w.describe()}" for w in found.unhealthy)
             checks.append(Check("workers", len(found.alive) >= workers, detail))
     except Exception as e:
-        checks.append(Check("redis", False, _reason(e, settings)))
+        checks.append(Check("redis", False, describe(e, settings)))
     return checks
-
-
-def _reason(error: Exception, settings: Settings) -> str:
-    """What is wrong and what to do (worker.errors), else the error's first line."""
-    problem = explain(error, settings.database_url, settings.redis_url)
-    return str(problem) if problem else f"{type(error).__name__}: {first_line(error)}"

@@ -21,7 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from worker import status as status_
 from worker.liveness import read_workers
-from worker.logs import get_logger
+from worker.logs import describe_error, get_logger
 from worker.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
@@ -84,7 +84,7 @@ class Metrics(Middleware):
         try:
             status_.count(client, broker.namespace, amounts)
         except Exception as e:  # statistics must never fail a message
-            log.warning("metrics.count_failed", error=f"{type(e).__name__}: {e}")
+            log.warning("metrics.count_failed", error=describe_error(e))
 
 
 def record_store(broker: dramatiq.Broker, *, inserted: int, duplicates: int, rejected: int) -> None:
@@ -112,7 +112,7 @@ class QueueCollector:
             queues = status_.read_queues(self.broker, workers.beating)
             memory = check_writes(self.broker.client, self.broker.namespace)
         except Exception as e:
-            log.warning("metrics.redis_unavailable", error=f"{type(e).__name__}: {e}")
+            log.warning("metrics.redis_unavailable", error=describe_error(e))
             up.add_metric([], 0)
             yield up
             return

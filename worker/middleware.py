@@ -131,7 +131,7 @@ class WorkerHeartbeat(Middleware):
             record = health.record(ready_messages(broker, health.queues())) if health else {"ok": True}
             broker.beat(record)
         except Exception as e:  # Redis away: the consumers notice too; try again next beat
-            log.warning("worker.heartbeat_failed", error=f"{type(e).__name__}: {e}")
+            log.warning("worker.heartbeat_failed", error=describe_error(e))
 
     def _run(self, broker, stop: threading.Event) -> None:
         while True:

@@ -59,18 +59,10 @@ class EnqueueResult:
         """0 when every item was accepted, 2 when some were rejected (the rest enqueued)."""
         return 2 if self.rejected else 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "rejected": [{"index": r.index, "reason": r.reason} for r in self.rejected],
-            "messages": self.messages,
-            "enqueued": self.enqueued,
-            "batch_id": self.batch_id,
-        }
-
     def write_json(self, stream: TextIO, **extra: Any) -> None:
-        """``as_dict()`` plus `extra` as one JSON document, written a rejection at a time, so a long
-        list of them never sits in memory as objects."""
+        """The result (accepted, rejected, messages, enqueued, batch_id) plus `extra` as one JSON
+        document, written a rejection at a time, so a long list of them never sits in memory as
+        objects."""
         stream.write(f'{{"accepted": {self.accepted}, "rejected": [')
         for number, r in enumerate(self.rejected):
             stream.write((", " if number else "") + json.dumps({"index": r.index, "reason": r.reason}))

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from db.schema import expected_version, installed_version
 from worker.broker import setup_broker
 from worker.database import get_engine
-from worker.errors import ConfigError, Unavailable, explain
+from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
 from worker.liveness import broken
 from worker.logs import get_logger
 from worker.messages import QUEUES, RECOMPUTE
@@ -31,10 +31,6 @@ from worker.settings import Settings
 from worker.sweeper import OrphanSweeper
 
 log = get_logger("hbw.worker")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 3
 
 
 class StartupError(ConfigError):

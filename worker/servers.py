@@ -14,8 +14,7 @@ import os
 from collections.abc import Iterator
 
 from worker.embedded.server import EmbeddedError
-from worker.errors import redact
-from worker.logs import get_logger
+from worker.logs import get_logger, redact
 from worker.settings import EMBEDDED, Settings, get_settings
 
 log = get_logger("hbw.servers")

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The value of DATABASE_URL / REDIS_URL that asks for the embedded server explicitly.
@@ -97,7 +97,12 @@ class Settings(BaseSettings):
     http_trusted_proxies: str = ""
 
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def timeout_us(self) -> int:

@@ -21,12 +21,9 @@ from multiprocessing.connection import Connection
 
 import redis
 
-from worker.errors import HbwError
+from worker.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, HbwError
 from worker.logs import configure_logging, get_logger
 from worker.runner import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_OK,
     StoppedDuringStartup,
     check_schema,
     install_stop_handlers,

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from worker.http_auth import Authenticator, KeyCache, Unauthorized
-from worker.logs import get_logger
+from worker.logs import describe_error, get_logger
 from worker.producer import EnqueueError, enqueue_heartbeats
 from worker.ratelimit import Budgets, RateLimited
 from worker.settings import Settings
@@ -206,7 +206,7 @@ def create_app(
         try:
             memory = await run_in_threadpool(check_writes, broker.client, broker.namespace)
         except redis.RedisError as e:
-            log.warning("http.not_ready", error=f"{type(e).__name__}: {e}")
+            log.warning("http.not_ready", error=describe_error(e))
             return json_response({"ok": False, "error": "redis unavailable"}, 503)
         if not memory.writable:
             log.warning("http.not_ready", error=memory.problem)

