@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 6
+-- schema-version: 7
 
 -- ---------------------------------------------------------------------------------------------
 -- Keys
@@ -64,26 +64,59 @@ CREATE INDEX IF NOT EXISTS user_days_day_user ON user_days (day, user_id);
 -- are never recomputed again.
 ALTER TABLE user_days ADD COLUMN IF NOT EXISTS pruned_at timestamptz;
 
--- Derived work not yet done. Written in the same transaction as the raw rows, so a crash between
--- storing and enqueueing loses nothing. A derived job deletes a row only at the generation it
--- read; a concurrent store bumps the generation and so forces another pass.
-CREATE TABLE IF NOT EXISTS pending_recomputes (
-    job          text        NOT NULL CHECK (job IN ('projects', 'languages', 'user_agents')),
-    user_id      text        NOT NULL,
-    day          date        NOT NULL,
-    generation   bigint      NOT NULL DEFAULT 1,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    enqueued_at  timestamptz,
-    PRIMARY KEY (job, user_id, day)
+-- Derived work, live path: a transactional outbox. The store computes, in the transaction that
+-- inserts heartbeats, what they change in each derived job's day rows (the credit of the last
+-- heartbeat before each new one, and the new ones' own: SPEC section 3) and writes it here as
+-- integer deltas. Each derived job deletes its rows and adds them to its day rows and totals in
+-- one transaction, so a redelivered message finds nothing to add twice.
+CREATE TABLE IF NOT EXISTS derived_deltas (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job              text        NOT NULL CHECK (job IN ('projects', 'languages', 'user_agents')),
+    user_id          text        NOT NULL,
+    day              date        NOT NULL,
+    name             text        NOT NULL,  -- the raw project (projects, languages) or the user agent
+    language         text,                  -- languages: the language, 'Other' when absent
+    coding_us        bigint      NOT NULL,
+    heartbeat_count  integer     NOT NULL,
+    first_at         timestamptz,           -- NULL when only a credit changed
+    last_at          timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    -- set when applying them failed for a reason of their own (not an outage): the message that
+    -- carried the user was dead-lettered with the reason; `hbw dlq retry` tries them again
+    failed_at        timestamptz,
+    error            text
 );
--- Set by reprocessing: besides the day, re-sum every total of the user from the day rows, which
--- also repairs totals that drifted on their own.
-ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS full_refresh boolean NOT NULL DEFAULT false;
--- Set when recomputing this user-day failed for a reason of its own (not an outage): its message
--- was dead-lettered with the reason, the sweeper leaves it alone, runs report it. New heartbeats
--- for the day, a reprocess or `hbw dlq retry` try it again.
-ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS failed_at timestamptz;
-ALTER TABLE pending_recomputes ADD COLUMN IF NOT EXISTS error text;
+CREATE INDEX IF NOT EXISTS derived_deltas_order ON derived_deltas (job, id);
+CREATE INDEX IF NOT EXISTS derived_deltas_user ON derived_deltas (job, user_id);
+
+-- User-days whose derived rows must be recomputed from the raw heartbeats (reprocess, backfill,
+-- and the work an older release left pending). A recomputation deletes a row only at the
+-- generation it read, so a reprocess that marks the day again meanwhile runs it again.
+CREATE TABLE IF NOT EXISTS stale_days (
+    user_id       text        NOT NULL,
+    day           date        NOT NULL,
+    generation    bigint      NOT NULL DEFAULT 1,
+    -- besides the day, re-sum every total of the user from the day rows (repairs drift)
+    full_refresh  boolean     NOT NULL DEFAULT false,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    enqueued_at   timestamptz,
+    -- set when recomputing the day failed for a reason of its own: see derived_deltas.failed_at
+    failed_at     timestamptz,
+    error         text,
+    PRIMARY KEY (user_id, day)
+);
+
+-- From schema 6: pending_recomputes (a row per job and user-day) held all derived work; what it
+-- still holds is recomputed from the raw heartbeats.
+DO $$
+BEGIN
+    IF to_regclass('pending_recomputes') IS NOT NULL THEN
+        INSERT INTO stale_days (user_id, day, full_refresh)
+        SELECT user_id, day, bool_or(full_refresh) FROM pending_recomputes GROUP BY user_id, day
+        ON CONFLICT (user_id, day) DO UPDATE SET full_refresh = stale_days.full_refresh OR excluded.full_refresh;
+        DROP TABLE pending_recomputes;
+    END IF;
+END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- User-owned data
@@ -151,7 +184,8 @@ CREATE TABLE IF NOT EXISTS projects (
     name                text             NOT NULL,
     first_heartbeat_at  timestamptz      NOT NULL,
     last_heartbeat_at   timestamptz      NOT NULL,
-    total_seconds       double precision NOT NULL,
+    total_seconds       double precision NOT NULL,  -- coding_us / 1e6
+    coding_us           bigint           NOT NULL,  -- exact, what deltas add to
     heartbeat_count     bigint           NOT NULL,
     -- user-owned metadata: processing sets color once, on insert, and never touches the rest
     display_name        text,
@@ -168,6 +202,7 @@ CREATE TABLE IF NOT EXISTS project_languages (
     project          text             NOT NULL,
     language         text             NOT NULL,
     total_seconds    double precision NOT NULL,
+    coding_us        bigint           NOT NULL,
     heartbeat_count  bigint           NOT NULL,
     first_seen_at    timestamptz      NOT NULL,
     last_seen_at     timestamptz      NOT NULL,
@@ -192,6 +227,7 @@ CREATE TABLE IF NOT EXISTS user_agents (
     first_seen_at         timestamptz      NOT NULL,
     last_seen_at          timestamptz      NOT NULL,
     total_seconds         double precision NOT NULL,
+    coding_us             bigint           NOT NULL,
     heartbeat_count       bigint           NOT NULL,
     PRIMARY KEY (user_id, agent_key)
 );
@@ -216,6 +252,21 @@ BEGIN
 END $$;
 DROP INDEX IF EXISTS user_agent_days_agent;
 CREATE INDEX IF NOT EXISTS user_agent_days_key ON user_agent_days (user_id, agent_key);
+
+-- From schema 6: totals had only total_seconds, the double of coding_us / 1e6, which gives the
+-- integer back exactly (below ~142 years of coding time).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['projects', 'project_languages', 'user_agents'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = t AND column_name = 'coding_us') THEN
+            EXECUTE format('ALTER TABLE %I ADD COLUMN coding_us bigint', t);
+            EXECUTE format('UPDATE %I SET coding_us = round(total_seconds::numeric * 1000000)::bigint', t);
+            EXECUTE format('ALTER TABLE %I ALTER COLUMN coding_us SET NOT NULL', t);
+        END IF;
+    END LOOP;
+END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Domain rules that must be computed next to the data
@@ -242,6 +293,27 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         CASE WHEN is_write THEN 't' ELSE 'f' END, 'UTF8')) FROM 1 FOR 16)
 $$;
 
+-- SPEC section 3's rules, each in one place (the store's incremental deltas and the full
+-- recomputation both use them, so they always agree). A user's day: UTC today; a per-user time
+-- zone will change only hbw_day and hbw_day_start.
+CREATE OR REPLACE FUNCTION hbw_day(user_id text, at timestamptz) RETURNS date
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT (at AT TIME ZONE 'UTC')::date
+$$;
+
+CREATE OR REPLACE FUNCTION hbw_day_start(user_id text, day date) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT day::timestamp AT TIME ZONE 'UTC'
+$$;
+
+-- What a heartbeat is credited for the gap to the next one of its day (NULL: none follows).
+-- Exact: a same-day gap is < 86400 s, which a double holds to well under 1 us.
+CREATE OR REPLACE FUNCTION hbw_credit(at timestamptz, next_at timestamptz, timeout_us bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN gap_us <= timeout_us THEN gap_us ELSE 0 END
+    FROM (SELECT coalesce(round(date_part('epoch', next_at - at) * 1000000)::bigint, 0) AS gap_us) AS g
+$$;
+
 -- SPEC section 3, in one place. For the given (user, UTC day) pairs, every heartbeat with the
 -- microseconds it is credited: the gap to the user's next heartbeat of the same day when that gap
 -- is <= the timeout, else 0; the last heartbeat of a day gets 0. Ties in time are ordered by
@@ -251,11 +323,10 @@ RETURNS TABLE (user_id text, day date, "time" timestamptz, dedup_hash bytea, pro
                language text, user_agent text, credited_us bigint)
 LANGUAGE sql STABLE AS $$
     SELECT user_id, day, time, dedup_hash, project, language, user_agent,
-           CASE WHEN gap_us <= timeout_us THEN gap_us ELSE 0 END
+           hbw_credit(time, next_at, timeout_us)
     FROM (
         SELECT k.user_id, k.day, h.time, h.dedup_hash, h.project, h.language, h.user_agent,
-               -- exact: a same-day gap is < 86400 s, which a double holds to well under 1 us
-               round(date_part('epoch', lead(h.time) OVER w - h.time) * 1000000)::bigint AS gap_us
+               lead(h.time) OVER w AS next_at
         FROM (SELECT DISTINCT u, d FROM unnest(user_ids, days) AS keys(u, d)) AS k(user_id, day)
         -- LATERAL with OFFSET 0 (which keeps the planner from flattening it into a plain join):
         -- one index range scan per user-day, whatever the statistics say, so a freshly filled
@@ -264,12 +335,19 @@ LANGUAGE sql STABLE AS $$
             SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
             FROM heartbeats h
             WHERE h.user_id = k.user_id
-              AND h.time >= (k.day::timestamp AT TIME ZONE 'UTC')
-              AND h.time < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+              AND h.time >= hbw_day_start(k.user_id, k.day)
+              AND h.time < hbw_day_start(k.user_id, k.day + 1)
             OFFSET 0
         ) AS h
         WINDOW w AS (PARTITION BY k.user_id, k.day ORDER BY h.time, h.dedup_hash)
     ) AS ordered
+$$;
+
+-- The project a raw project name counts towards: the project it is an alias of, else itself
+-- (SPEC section 4). The deltas apply it; hbw_alias_sources below is the same rule read backwards.
+CREATE OR REPLACE FUNCTION hbw_project_of(user_id text, raw text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce((SELECT a.project FROM project_aliases a WHERE a.user_id = $1 AND a.alias = $2), $2)
 $$;
 
 -- The alias rule (SPEC section 4) in one place. For raw project names whose day rows changed (or
@@ -298,50 +376,56 @@ LANGUAGE sql STABLE AS $$
     JOIN project_aliases a ON a.user_id = t.user_id AND a.project = t.project
 $$;
 
--- What each derived day row is (SPEC section 4), computed from the raw heartbeats of the given
--- user-days. Recomputation writes exactly these rows; `hbw verify` compares the stored ones to them.
-CREATE OR REPLACE FUNCTION hbw_project_days(user_ids text[], days date[], timeout_us bigint)
-RETURNS TABLE (user_id text, day date, project text, coding_us bigint, heartbeat_count integer,
-               first_at timestamptz, last_at timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT c.user_id, c.day, c.project, sum(c.credited_us)::bigint, count(*)::integer,
-           min(c.time), max(c.time)
-    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
-    WHERE c.project IS NOT NULL
-    GROUP BY c.user_id, c.day, c.project
+-- Which derived rows a heartbeat feeds (SPEC section 4), in one place: its project's (none without
+-- a project), its project's and language's ('Other' without a language; none without a project),
+-- and its user agent's (none without one). The store's deltas and the recomputation both use it.
+CREATE OR REPLACE FUNCTION hbw_feeds(project text, language text, user_agent text)
+RETURNS TABLE (job text, name text, language text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT v.job, v.name, v.language
+    FROM (VALUES ('projects', project, NULL::text), ('languages', project, coalesce(language, 'Other')),
+                 ('user_agents', user_agent, NULL::text)) AS v(job, name, language)
+    WHERE v.name IS NOT NULL
 $$;
 
--- Heartbeats without a project count towards no project; without a language, towards 'Other'.
-CREATE OR REPLACE FUNCTION hbw_language_days(user_ids text[], days date[], timeout_us bigint)
-RETURNS TABLE (user_id text, day date, project text, language text, coding_us bigint,
+-- (Schema 6 had one function per day table; hbw_day_rows replaces them.)
+DROP FUNCTION IF EXISTS hbw_project_days(text[], date[], bigint);
+DROP FUNCTION IF EXISTS hbw_language_days(text[], date[], bigint);
+DROP FUNCTION IF EXISTS hbw_user_agent_days(text[], date[], bigint);
+
+-- What each derived day row is, computed from the raw heartbeats of the given user-days in one
+-- pass: every job's rows at once. Recomputation writes exactly these rows; `hbw verify` compares
+-- the stored ones to them.
+CREATE OR REPLACE FUNCTION hbw_day_rows(user_ids text[], days date[], timeout_us bigint)
+RETURNS TABLE (job text, user_id text, day date, name text, language text, coding_us bigint,
                heartbeat_count integer, first_at timestamptz, last_at timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT c.user_id, c.day, c.project, coalesce(c.language, 'Other'), sum(c.credited_us)::bigint,
-           count(*)::integer, min(c.time), max(c.time)
-    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
-    WHERE c.project IS NOT NULL
-    GROUP BY c.user_id, c.day, c.project, coalesce(c.language, 'Other')
-$$;
-
-CREATE OR REPLACE FUNCTION hbw_user_agent_days(user_ids text[], days date[], timeout_us bigint)
-RETURNS TABLE (user_id text, day date, user_agent text, coding_us bigint, heartbeat_count integer,
-               first_at timestamptz, last_at timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT c.user_id, c.day, c.user_agent, sum(c.credited_us)::bigint, count(*)::integer,
+    SELECT f.job, c.user_id, c.day, f.name, f.language, sum(c.credited_us)::bigint, count(*)::integer,
            min(c.time), max(c.time)
     FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
-    WHERE c.user_agent IS NOT NULL
-    GROUP BY c.user_id, c.day, c.user_agent
+    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent) f
+    GROUP BY f.job, c.user_id, c.day, f.name, f.language
 $$;
 
 -- What each total is: the sum of the day rows that feed it, with the alias map applied (so totals
 -- keep the history of pruned days, and an alias change needs no raw heartbeats).
-CREATE OR REPLACE FUNCTION hbw_project_totals(user_ids text[], raw_names text[])
+-- (Schema 6's returned total_seconds; these return the exact coding_us, so they are replaced.)
+DROP FUNCTION IF EXISTS hbw_project_totals(text[], text[]);
+DROP FUNCTION IF EXISTS hbw_language_totals(text[], text[]);
+DROP FUNCTION IF EXISTS hbw_user_agent_totals(text[], text[]);
+
+-- A total's seconds, from its exact microseconds.
+CREATE OR REPLACE FUNCTION hbw_seconds(coding_us bigint) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (coding_us / 1e6)::double precision
+$$;
+
+CREATE FUNCTION hbw_project_totals(user_ids text[], raw_names text[])
 RETURNS TABLE (user_id text, name text, first_at timestamptz, last_at timestamptz,
-               total_seconds double precision, heartbeat_count bigint)
+               coding_us bigint, heartbeat_count bigint)
 LANGUAGE sql STABLE AS $$
     SELECT s.user_id, s.project, min(d.first_at), max(d.last_at),
-           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+           sum(d.coding_us)::bigint, sum(d.heartbeat_count)::bigint
     FROM hbw_alias_sources(user_ids, raw_names) s
     JOIN project_days d ON d.user_id = s.user_id AND d.project = s.raw
     GROUP BY s.user_id, s.project
@@ -350,12 +434,12 @@ $$;
 -- Summed per raw project first, then across the raw names of each project: a busy user's
 -- language day rows are then grouped one project at a time on one key, not sorted all together
 -- on three (2x cheaper for a user with years of history; the sums are the same integers).
-CREATE OR REPLACE FUNCTION hbw_language_totals(user_ids text[], raw_names text[])
+CREATE FUNCTION hbw_language_totals(user_ids text[], raw_names text[])
 RETURNS TABLE (user_id text, project text, language text, first_at timestamptz,
-               last_at timestamptz, total_seconds double precision, heartbeat_count bigint)
+               last_at timestamptz, coding_us bigint, heartbeat_count bigint)
 LANGUAGE sql STABLE AS $$
     SELECT s.user_id, s.project, d.language, min(d.first_at), max(d.last_at),
-           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+           sum(d.coding_us)::bigint, sum(d.heartbeat_count)::bigint
     FROM hbw_alias_sources(user_ids, raw_names) s
     CROSS JOIN LATERAL (
         SELECT r.language, min(r.first_at) AS first_at, max(r.last_at) AS last_at,
@@ -367,12 +451,12 @@ LANGUAGE sql STABLE AS $$
     GROUP BY s.user_id, s.project, d.language
 $$;
 
-CREATE OR REPLACE FUNCTION hbw_user_agent_totals(user_ids text[], user_agents text[])
+CREATE FUNCTION hbw_user_agent_totals(user_ids text[], user_agents text[])
 RETURNS TABLE (user_id text, user_agent text, first_at timestamptz, last_at timestamptz,
-               total_seconds double precision, heartbeat_count bigint)
+               coding_us bigint, heartbeat_count bigint)
 LANGUAGE sql STABLE AS $$
     SELECT d.user_id, d.user_agent, min(d.first_at), max(d.last_at),
-           (sum(d.coding_us) / 1e6)::double precision, sum(d.heartbeat_count)::bigint
+           sum(d.coding_us)::bigint, sum(d.heartbeat_count)::bigint
     FROM (SELECT DISTINCT u, hbw_text_key(a) AS a FROM unnest(user_ids, user_agents) AS k(u, a)) AS k
     JOIN user_agent_days d ON d.user_id = k.u AND d.agent_key = k.a
     GROUP BY d.user_id, d.user_agent

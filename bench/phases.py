@@ -22,7 +22,7 @@ from rich.table import Table
 
 from bench import data
 from bench.procs import Workers, cpu_seconds_by_program, hbw_command
-from db import pending as db_pending
+from db import stale as db_stale
 from db.schema import apply_schema
 from jobs.heartbeat import chunked
 from worker.broker import setup_broker
@@ -172,7 +172,7 @@ def wait_drained(engine: sa.Engine, broker: dramatiq.Broker, queues=QUEUES, poll
     while True:
         if queues_empty(broker, queues):
             with engine.connect() as conn:
-                if db_pending.count_pending(conn) == (0, 0) and queues_empty(broker, queues):
+                if db_stale.count_pending(conn) == (0, 0) and queues_empty(broker, queues):
                     return
         time.sleep(poll)
 

@@ -63,7 +63,7 @@ def run(n: int, console: Console) -> dict[str, Any]:
         console.print(f"draining {queue} ...")
         stages[queue] = drain(queue, env)
     engine = get_engine(settings.database_url, pool_size=2)
-    left = phases._count(engine, "pending_recomputes")
+    left = phases._count(engine, "derived_deltas") + phases._count(engine, "stale_days")
     stored = phases._count(engine, "heartbeats")
     ceiling = phases.ceiling_phase(engine)
     phases._purge(client, phases.NAMESPACE)

@@ -8,13 +8,8 @@ import sqlalchemy as sa
 
 from db.queries import Key, key_params, query
 
-#: The derived jobs, and the query that rebuilds each one's day rows.
-DAY_QUERIES = {
-    "projects": "recompute_project_days",
-    "languages": "recompute_language_days",
-    "user_agents": "recompute_user_agent_days",
-}
-JOBS = tuple(sorted(DAY_QUERIES))
+#: The derived jobs: each owns day rows and totals (schema.sql), and a queue (worker.messages).
+JOBS = ("languages", "projects", "user_agents")
 
 
 def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
@@ -23,14 +18,18 @@ def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
         conn.execute(query("lock_users"), {"lock_keys": list(lock_keys)})
 
 
-def recompute_days(
-    conn: sa.Connection, job: str, keys: Sequence[Key], timeout_us: int
-) -> list[tuple[str, str]]:
-    """Rebuild `job`'s day rows for these user-days; returns the (user, name) pairs that changed."""
+def recompute_days(conn: sa.Connection, keys: Sequence[Key], timeout_us: int) -> list[tuple[str, str, str]]:
+    """Rebuild every day row of these user-days; returns the (job, user, name) that changed."""
     if not keys:
         return []
     params = {**key_params(keys), "timeout_us": timeout_us}
-    return [tuple(r) for r in conn.execute(query(DAY_QUERIES[job]), params)]
+    return [tuple(r) for r in conn.execute(query("recompute_days"), params)]
+
+
+def discard_deltas(conn: sa.Connection, keys: Sequence[Key]) -> None:
+    """Drop the unapplied deltas of these user-days: a recomputation counts their heartbeats."""
+    if keys:
+        conn.execute(query("discard_deltas"), key_params(keys))
 
 
 def select_total_names(conn: sa.Connection, job: str, user_ids: Sequence[str]) -> list[tuple[str, str]]:

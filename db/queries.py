@@ -17,8 +17,6 @@ import sqlalchemy as sa
 
 #: A user-day: (user_id, UTC day). The unit of derived work.
 Key = tuple[str, dt.date]
-#: A derived job's user-day: (job, user_id, UTC day).
-JobKey = tuple[str, str, dt.date]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 

@@ -61,12 +61,12 @@ def select_day_range(conn: sa.Connection) -> tuple[dt.date | None, dt.date | Non
     return first, last
 
 
-def count_pending_between(
+def count_stale_between(
     conn: sa.Connection, since: dt.date, until: dt.date, user_id: str | None
 ) -> tuple[int, int]:
-    """(recomputations still to do, recomputations that failed) in the range."""
+    """(user-days still to recompute, user-days whose recomputation failed) in the range."""
     params = {"since": since, "until": until, "user_id": user_id}
-    to_do, failed = conn.execute(query("count_pending_between"), params).one()
+    to_do, failed = conn.execute(query("count_stale_between"), params).one()
     return to_do, failed
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from db import derived as db_derived
 from db import projects as db_projects
-from jobs.recompute import lock_key
+from jobs.locks import job_lock
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -43,7 +43,7 @@ def _name(value: str, what: str) -> str:
 
 def _lock_totals(conn: sa.Connection, user_id: str) -> None:
     """The locks the project and language jobs take for this user, in one global order."""
-    db_derived.lock_users(conn, sorted(lock_key(job, user_id) for job in ("projects", "languages")))
+    db_derived.lock_users(conn, sorted(job_lock(job, user_id) for job in ("projects", "languages")))
 
 
 def _refresh(conn: sa.Connection, user_id: str, names: list[str | None]) -> None:

@@ -3,8 +3,10 @@
 Deletes the raw heartbeats of every user-day before D, a chunk of user-days per short
 transaction, and marks those days pruned. Their derived day rows stay, so totals do not change,
 and no recomputation ever touches a pruned day again (it would find no raw heartbeats). Each
-chunk takes the derived jobs' per-user locks first, so a recomputation that is already running
-finishes before the raw rows go. Interrupted, it simply continues with the days not yet pruned.
+chunk takes the locks a recomputation takes (every job's, then the store lock, of its users), so
+a recomputation or a store that is already running finishes before the raw rows go, and a store
+that comes after sees the day pruned. Interrupted, it simply continues with the days not yet
+pruned.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from db import derived as db_derived
 from db import retention as db_retention
-from jobs.recompute import JOBS, lock_key
+from jobs.recompute import lock_users
 
 
 def prune_before(
@@ -35,8 +36,7 @@ def prune_before(
             keys = db_retention.select_days_to_prune(conn, before, chunk_size)
             if not keys:
                 break
-            users = {user_id for user_id, _ in keys}
-            db_derived.lock_users(conn, sorted(lock_key(job, user_id) for job in JOBS for user_id in users))
+            lock_users(conn, (user_id for user_id, _ in keys))
             marked, deleted = db_retention.prune_user_days(conn, keys)
         days, heartbeats = days + marked, heartbeats + deleted
         if progress:

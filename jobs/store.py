@@ -1,40 +1,40 @@
-"""Storing a batch of validated heartbeats, and finding the derived work it creates."""
+"""Storing a batch of validated heartbeats, with what it changes in the derived tables."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from db import derived as db_derived
 from db import heartbeats as db_heartbeats
-from db.queries import JobKey
+from jobs.locks import store_lock
 
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     received: int
     inserted: int
-    #: Pending recomputations no message has been sent for yet: the caller sends them after commit.
-    to_enqueue: list[JobKey] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
         return self.received - self.inserted
 
 
-def store_heartbeats(conn: sa.Connection, heartbeats: Sequence[dict[str, Any]]) -> StoreResult:
-    """Insert new heartbeats and mark their user-days pending, in the caller's transaction.
+def store_heartbeats(
+    conn: sa.Connection, heartbeats: Sequence[dict[str, Any]], *, timeout_us: int
+) -> StoreResult:
+    """Insert new heartbeats and their deltas (the derived jobs' outbox), in the caller's transaction.
 
-    Running it again with the same heartbeats inserts nothing and marks nothing, but still
-    returns the pending rows that were never sent, so a retry after a crash between commit and
-    send finishes the job.
+    The users' store locks come first, in one global order: the deltas read each new heartbeat's
+    stored neighbours, which another batch of the same user must not be changing meanwhile.
+    Running it again with the same heartbeats inserts nothing and writes no delta.
     """
     if not heartbeats:
         return StoreResult(received=0, inserted=0)
-    days = db_heartbeats.insert_heartbeats(conn, orjson.dumps(heartbeats).decode())
-    new_days = [(user_id, day) for user_id, day, inserted in days if inserted]
-    to_enqueue = db_heartbeats.record_days(conn, [(user_id, day) for user_id, day, _ in days], new_days)
-    return StoreResult(received=len(heartbeats), inserted=sum(n for _, _, n in days), to_enqueue=to_enqueue)
+    db_derived.lock_users(conn, sorted({store_lock(h["user_id"]) for h in heartbeats}))
+    days = db_heartbeats.insert_heartbeats(conn, orjson.dumps(heartbeats).decode(), timeout_us)
+    return StoreResult(received=len(heartbeats), inserted=sum(n for _, _, n in days))

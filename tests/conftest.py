@@ -32,7 +32,7 @@ from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 
 TABLES = (
-    "heartbeats", "user_days", "pending_recomputes", "project_aliases", "project_days", "language_days",
+    "heartbeats", "user_days", "stale_days", "derived_deltas", "project_aliases", "project_days", "language_days",
     "user_agent_days", "projects", "project_languages", "user_agents", "reprocess_runs", "api_keys",
 )  # fmt: skip
 

@@ -52,7 +52,9 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
                     f" {', '.join(PARSED)} FROM user_agents"
                 )
             },
-            "pending": rows("SELECT count(*) FROM pending_recomputes")[0][0],
+            "pending": rows(
+                "SELECT (SELECT count(*) FROM stale_days) + (SELECT count(*) FROM derived_deltas)"
+            )[0][0],
         }
 
 
@@ -98,5 +100,5 @@ def diff(ref: Reference, snap: dict[str, Any]) -> list[str]:
 
     compare("user_agents", ref.user_agents, snap["user_agents"], parsed)
     if snap["pending"]:
-        problems.append(f"{snap['pending']} recomputations still pending")
+        problems.append(f"{snap['pending']} derived updates still pending")
     return problems

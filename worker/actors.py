@@ -1,11 +1,19 @@
 """The actors. Each is thin: validate the payload, run one transaction, send follow-up messages.
 
+* ``store_heartbeats`` (queue ``heartbeats``): raw rows and their deltas in one transaction, then
+  a wake for the three derived jobs.
+* ``update_projects``, ``update_languages``, ``update_user_agents`` (queues ``projects``,
+  ``languages``, ``user_agents``): the project-upsert, language-tracking and version-metadata jobs,
+  each applying the deltas waiting for it, many users per transaction, until none are left.
+* ``recompute_days`` (queue ``recompute``): reprocessing and backfill, user-days recomputed from
+  the raw heartbeats.
+
 Actors take ``*args, **kwargs`` and bind them to a payload model themselves, so a message with
 the wrong arguments (say, from a non-Python producer) is a PoisonMessage, dead-lettered at once,
 rather than a TypeError retried twenty times. What fails because of the database (down,
-deadlock, timeout: db.errors) is retried with backoff by Dramatiq's Retries middleware; a derived
-job that fails because of its data is narrowed down instead, so one user-day cannot hold back
-the others of its message (``_narrow_down``).
+deadlock, timeout: db.errors) is retried with backoff by Dramatiq's Retries middleware; derived
+work that fails because of its data is narrowed down instead, so one user or user-day cannot hold
+back the others (``_narrow_down``).
 
 Import this module only through ``worker.broker.setup_broker``: actors bind to the global broker
 when they are declared.
@@ -18,7 +26,9 @@ import time
 import dramatiq
 import structlog
 
+from db.deltas import select_delta_users
 from db.errors import is_transient
+from jobs import deltas as delta_jobs
 from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
@@ -26,17 +36,21 @@ from worker.broker import installed_broker
 from worker.database import get_engine
 from worker.logs import describe_error, get_logger
 from worker.messages import (
+    DERIVED,
     HEARTBEATS_QUEUE,
-    RECOMPUTE,
+    RECOMPUTE_ACTOR,
+    RECOMPUTE_QUEUE,
     STORE_ACTOR,
     PoisonMessage,
     RecomputePayload,
     StorePayload,
+    UpdatePayload,
     parse_payload,
     recompute_message,
+    update_message,
 )
-from worker.metrics import record_recompute, record_store
-from worker.producer import send_recomputes
+from worker.metrics import record_recompute, record_store, record_update
+from worker.outbox import send_recomputes, wake, woken
 from worker.settings import get_settings
 
 if installed_broker() is None:  # pragma: no cover - a wiring mistake, caught on first import
@@ -44,30 +58,18 @@ if installed_broker() is None:  # pragma: no cover - a wiring mistake, caught on
 
 log = get_logger("hbw.actors")
 
+#: An updater keeps applying batches for this long, then hands on to a fresh message (so a long
+#: backlog never holds one message, and other queues' messages get the thread in between).
+UPDATE_BUDGET_S = 2.0
+
 
 def _engine():
     settings = get_settings()
     return get_engine(settings.database_url, pool_size=settings.threads + 2)
 
 
-def _follow_up(engine, items) -> int:
-    """Send the derived-job messages for what this actor just committed.
-
-    A failure here (Redis unreachable) does not fail the actor: its work is committed, and the
-    pending rows it left are sent by the orphan sweeper later. Failing would only redo the work.
-    """
-    settings = get_settings()
-    try:
-        return send_recomputes(
-            engine,
-            items,
-            keys_per_message=settings.recompute_keys_per_message,
-            delay_ms=settings.recompute_delay_ms,
-            batch_id=structlog.contextvars.get_contextvars().get("batch_id"),
-        )
-    except Exception as e:
-        log.warning("derived.send_deferred", rows=len(items), error=describe_error(e))
-        return 0
+def _batch_id() -> str | None:
+    return structlog.contextvars.get_contextvars().get("batch_id")
 
 
 @dramatiq.actor(actor_name=STORE_ACTOR, queue_name=HEARTBEATS_QUEUE, throws=(PoisonMessage,))
@@ -75,17 +77,25 @@ def store_heartbeats(*args, **kwargs) -> None:
     """Store a batch of heartbeats; valid ones are kept even when others in the batch are not."""
     payload = parse_payload(StorePayload, args, kwargs)
     validated = validate_heartbeats(payload.heartbeats)
-    engine = _engine()
-    with engine.begin() as conn:
-        result = store_jobs.store_heartbeats(conn, validated.accepted)
-    sent = _follow_up(engine, result.to_enqueue)
+    settings = get_settings()
+    with _engine().begin() as conn:
+        result = store_jobs.store_heartbeats(conn, validated.accepted, timeout_us=settings.timeout_us)
+    if validated.accepted:
+        try:  # (also after a redelivery that stored nothing: the first delivery may not have woken them)
+            wake(
+                dramatiq.get_broker(),
+                list(DERIVED),
+                delay_ms=settings.recompute_delay_ms,
+                batch_id=_batch_id(),
+            )
+        except Exception as e:  # committed: the sweeper wakes them later; failing would redo nothing
+            log.warning("derived.wake_deferred", error=describe_error(e))
     # Counts join the message's one summary line (worker.middleware.MessageLog).
     structlog.contextvars.bind_contextvars(
         received=len(payload.heartbeats),
         inserted=result.inserted,
         duplicates=result.duplicates,
         rejected=len(validated.rejected),
-        recompute_messages=sent,
     )
     record_store(dramatiq.get_broker(), inserted=result.inserted, duplicates=result.duplicates,
                  rejected=len(validated.rejected))  # fmt: skip
@@ -97,7 +107,77 @@ def store_heartbeats(*args, **kwargs) -> None:
         raise PoisonMessage(f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}")
 
 
-def _recompute(job: str, args: tuple, kwargs: dict) -> None:
+def _update(job: str, args: tuple, kwargs: dict) -> None:
+    payload = parse_payload(UpdatePayload, args, kwargs)
+    broker, engine = dramatiq.get_broker(), _engine()
+    if payload.users is None:
+        woken(broker, job)
+    started, users, rows = time.monotonic(), 0, 0
+    while True:
+        try:
+            with engine.begin() as conn:
+                result = delta_jobs.apply(conn, job, users=payload.users)
+        except Exception as e:
+            if is_transient(e):  # the database, not the data: retried as it is
+                raise
+            _narrow_updates(engine, job, payload, e)
+            return
+        users, rows = users + len(result.users), rows + result.rows
+        if payload.users is not None or not result.users:
+            break
+        if time.monotonic() - started > UPDATE_BUDGET_S:  # more waiting: a fresh message goes on
+            wake(broker, [job], delay_ms=0, force=True)
+            break
+    record_update(job, users, time.monotonic() - started)
+    structlog.contextvars.bind_contextvars(job=job, users=users, deltas=rows)
+
+
+def _narrow_updates(engine, job: str, payload: UpdatePayload, error: Exception) -> None:
+    """A batch fails for a reason of its own: one message per user retries it; a single user's
+    deltas that still fail are set aside and the message dead-lettered with the reason."""
+    reason = describe_error(error, limit=1000)
+    if payload.users is None:
+        with engine.connect() as conn:  # the batch that failed took the oldest deltas' users
+            tried = select_delta_users(conn, job, limit=delta_jobs.ROWS_PER_BATCH)
+    else:
+        tried = payload.users
+    parts = delta_jobs.narrow(payload.users, tried)
+    if not parts:
+        with engine.begin() as conn:
+            delta_jobs.set_aside(conn, job, payload.users, reason)
+        raise PoisonMessage(f"{job} of user {payload.users[0]!r} fails by itself: {reason}")
+    broker = dramatiq.get_broker()
+    for users in parts:
+        broker.enqueue(update_message(job, users, _batch_id()))
+    structlog.contextvars.bind_contextvars(job=job, narrowed_to=len(parts))
+    log.warning("derived.narrowing_down", job=job, parts=len(parts), error=describe_error(error))
+
+
+@dramatiq.actor(actor_name=DERIVED["projects"][1], queue_name=DERIVED["projects"][0], throws=(PoisonMessage,))
+def update_projects(*args, **kwargs) -> None:
+    """Project upsert: deltas into `project_days`, then the `projects` totals."""
+    _update("projects", args, kwargs)
+
+
+@dramatiq.actor(
+    actor_name=DERIVED["languages"][1], queue_name=DERIVED["languages"][0], throws=(PoisonMessage,)
+)
+def update_languages(*args, **kwargs) -> None:
+    """Language tracking: deltas into `language_days`, then the `project_languages` totals."""
+    _update("languages", args, kwargs)
+
+
+@dramatiq.actor(
+    actor_name=DERIVED["user_agents"][1], queue_name=DERIVED["user_agents"][0], throws=(PoisonMessage,)
+)
+def update_user_agents(*args, **kwargs) -> None:
+    """Version metadata: deltas into `user_agent_days`, then `user_agents` with the parsed parts."""
+    _update("user_agents", args, kwargs)
+
+
+@dramatiq.actor(actor_name=RECOMPUTE_ACTOR, queue_name=RECOMPUTE_QUEUE, throws=(PoisonMessage,))
+def recompute_days(*args, **kwargs) -> None:
+    """Reprocessing: these user-days' derived rows recomputed from the raw heartbeats."""
     payload = parse_payload(RecomputePayload, args, kwargs)
     settings = get_settings()
     engine = _engine()
@@ -105,18 +185,22 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
     try:
         with engine.begin() as conn:
             result = recompute_jobs.recompute(
-                conn, job, payload.keys, timeout_us=settings.timeout_us, riders=not payload.alone
+                conn, payload.keys, timeout_us=settings.timeout_us, riders=not payload.alone
             )
     except Exception as e:
         if is_transient(e):  # the database, not the data: retried as it is
             raise
-        _narrow_down(engine, job, payload, e)
+        _narrow_recompute(engine, payload, e)
         return
-    record_recompute(job, len(result.recomputed), time.monotonic() - started)
-    # User-days that gained heartbeats meanwhile are still pending: go round again.
-    _follow_up(engine, [(job, *key) for key in result.rerun])
+    record_recompute(len(result.recomputed), time.monotonic() - started)
+    # User-days marked stale again meanwhile: go round again.
+    if result.rerun:
+        try:
+            send_recomputes(engine, result.rerun, keys_per_message=settings.recompute_keys_per_message,
+                            batch_id=_batch_id())  # fmt: skip
+        except Exception as e:  # committed: the sweeper sends them later
+            log.warning("derived.send_deferred", rows=len(result.rerun), error=describe_error(e))
     structlog.contextvars.bind_contextvars(
-        job=job,
         keys=len(payload.keys),
         recomputed=len(result.recomputed),
         changed=result.changed,
@@ -124,7 +208,7 @@ def _recompute(job: str, args: tuple, kwargs: dict) -> None:
     )
 
 
-def _narrow_down(engine, job: str, payload: RecomputePayload, error: Exception) -> None:
+def _narrow_recompute(engine, payload: RecomputePayload, error: Exception) -> None:
     """The message fails for a reason of its own: the users and days in it that do not fail must
     not wait for the one that does. It is retried in parts (jobs.recompute.narrow), and a single
     user-day that still fails is set aside and dead-lettered with the reason."""
@@ -132,36 +216,11 @@ def _narrow_down(engine, job: str, payload: RecomputePayload, error: Exception) 
     parts = recompute_jobs.narrow(payload.keys, alone=payload.alone)
     if not parts:
         with engine.begin() as conn:
-            recompute_jobs.set_aside(conn, job, payload.keys, reason)
+            recompute_jobs.set_aside(conn, payload.keys, reason)
         [(user_id, day)] = payload.keys
-        raise PoisonMessage(f"{job} of user {user_id!r} on {day} fails by itself: {reason}")
-    batch_id = structlog.contextvars.get_contextvars().get("batch_id")
+        raise PoisonMessage(f"recomputing user {user_id!r} on {day} fails by itself: {reason}")
     broker = dramatiq.get_broker()
     for keys, alone in parts:
-        broker.enqueue(recompute_message(job, keys, batch_id, alone=alone))
-    structlog.contextvars.bind_contextvars(job=job, keys=len(payload.keys), narrowed_to=len(parts))
-    log.warning("derived.narrowing_down", job=job, parts=len(parts), error=describe_error(error))
-
-
-@dramatiq.actor(
-    actor_name=RECOMPUTE["projects"][1], queue_name=RECOMPUTE["projects"][0], throws=(PoisonMessage,)
-)
-def recompute_projects(*args, **kwargs) -> None:
-    """Project upsert: `project_days`, then `projects` totals."""
-    _recompute("projects", args, kwargs)
-
-
-@dramatiq.actor(
-    actor_name=RECOMPUTE["languages"][1], queue_name=RECOMPUTE["languages"][0], throws=(PoisonMessage,)
-)
-def recompute_languages(*args, **kwargs) -> None:
-    """Language tracking: `language_days`, then `project_languages` totals."""
-    _recompute("languages", args, kwargs)
-
-
-@dramatiq.actor(
-    actor_name=RECOMPUTE["user_agents"][1], queue_name=RECOMPUTE["user_agents"][0], throws=(PoisonMessage,)
-)
-def recompute_user_agents(*args, **kwargs) -> None:
-    """Version metadata: `user_agent_days`, then `user_agents` with the parsed parts."""
-    _recompute("user_agents", args, kwargs)
+        broker.enqueue(recompute_message(keys, _batch_id(), alone=alone))
+    structlog.contextvars.bind_contextvars(keys=len(payload.keys), narrowed_to=len(parts))
+    log.warning("derived.narrowing_down", job="recompute", parts=len(parts), error=describe_error(error))

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from db import pending as db_pending
 from db import report as db_report
+from db import stale as db_stale
 from db.schema import apply_schema
 from jobs.heartbeat import chunked, validate_heartbeats
 from worker.broker import setup_broker
@@ -84,7 +84,7 @@ def _watch(engine: sa.Engine, progress: Progress, storing, deriving, done: threa
     while True:
         with engine.connect() as conn:
             stored = db_report.count_heartbeats(conn)
-            pending, _failed = db_pending.count_pending(conn)
+            pending, _failed = db_stale.count_pending(conn)
         most_pending = max(most_pending, pending)
         progress.update(storing, completed=stored)
         # derived work shows as "done out of the most ever pending"; nothing pending yet counts as done

@@ -2,7 +2,8 @@
 
 Producers build messages from here without importing actor code, and actors validate what they
 receive against the same models, because a producer may be written in another language.
-Arguments are plain JSON: a list of heartbeat objects, or a list of ``[user_id, "YYYY-MM-DD"]``.
+Arguments are plain JSON: a list of heartbeat objects (store), nothing or a list of user ids
+(the derived jobs' updates), or a list of ``[user_id, "YYYY-MM-DD"]`` (recomputation).
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from jobs.heartbeat import describe_errors
 HEARTBEATS_QUEUE = "heartbeats"
 STORE_ACTOR = "store_heartbeats"
 
-#: Derived job -> (queue, actor). One queue per job so operators can scale them separately.
-RECOMPUTE = {
-    "projects": ("projects", "recompute_projects"),
-    "languages": ("languages", "recompute_languages"),
-    "user_agents": ("user_agents", "recompute_user_agents"),
+#: Derived job -> (queue, actor) of its updates: applying the deltas stores leave. One queue per
+#: job so operators can scale them separately.
+DERIVED = {
+    "projects": ("projects", "update_projects"),
+    "languages": ("languages", "update_languages"),
+    "user_agents": ("user_agents", "update_user_agents"),
 }
-QUEUES = (HEARTBEATS_QUEUE, *(queue for queue, _ in RECOMPUTE.values()))
+#: Recomputing user-days from the raw heartbeats (reprocess, backfill), all jobs in one pass.
+RECOMPUTE_QUEUE = "recompute"
+RECOMPUTE_ACTOR = "recompute_days"
+QUEUES = (HEARTBEATS_QUEUE, *(queue for queue, _ in DERIVED.values()), RECOMPUTE_QUEUE)
 
 
 class FastJSONEncoder(Encoder):
@@ -137,10 +142,16 @@ class StorePayload(BaseModel):
 UserId = Annotated[str, Field(strict=True, min_length=1, max_length=255)]
 
 
+class UpdatePayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Only these users' deltas (a retry narrowing down a failure); none: whoever's are waiting.
+    users: Annotated[list[UserId], Field(min_length=1)] | None = None
+
+
 class RecomputePayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keys: Annotated[list[tuple[UserId, dt.date]], Field(min_length=1)]
-    #: Only these keys, without the user's other pending days riding along: a split of a message
+    #: Only these keys, without the user's other stale days riding along: a split of a message
     #: that failed, narrowing down which user-day fails (worker.actors).
     alone: Annotated[bool, Field(strict=True)] = False
 
@@ -168,12 +179,22 @@ def store_message(heartbeats: list[dict[str, Any]], batch_id: str | None = None)
     )  # fmt: skip
 
 
-def recompute_message(
-    job: str, keys: Sequence[tuple[str, dt.date]], batch_id: str | None = None, *, alone: bool = False
+def update_message(
+    job: str, users: Sequence[str] | None = None, batch_id: str | None = None
 ) -> dramatiq.Message:
-    queue, actor = RECOMPUTE[job]
+    queue, actor = DERIVED[job]
+    kwargs = {"users": list(users)} if users else {}
+    return dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options=_options(batch_id)
+    )
+
+
+def recompute_message(
+    keys: Sequence[tuple[str, dt.date]], batch_id: str | None = None, *, alone: bool = False
+) -> dramatiq.Message:
     args = ([[user_id, day.isoformat()] for user_id, day in keys],)
     kwargs = {"alone": True} if alone else {}
     return dramatiq.Message(
-        queue_name=queue, actor_name=actor, args=args, kwargs=kwargs, options=_options(batch_id)
-    )
+        queue_name=RECOMPUTE_QUEUE, actor_name=RECOMPUTE_ACTOR, args=args, kwargs=kwargs,
+        options=_options(batch_id),
+    )  # fmt: skip

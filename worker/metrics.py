@@ -43,10 +43,11 @@ DURATION = Histogram(
 HEARTBEATS = Counter(
     "hbw_heartbeats", "Heartbeats seen by the store, by outcome: stored, duplicate, rejected.", ["outcome"]
 )
-RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days a derived job recomputed.", ["job"])
-RECOMPUTE_SECONDS = Histogram(
-    "hbw_recompute_duration_seconds",
-    "Time a derived job's message took, locks and writes included.",
+UPDATED = Counter("hbw_updated_users", "Users whose deltas a derived job applied.", ["job"])
+RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days recomputed from the raw heartbeats.")
+DERIVED_SECONDS = Histogram(
+    "hbw_derived_duration_seconds",
+    "Time a derived message took (job: projects, languages, user_agents, recompute), locks included.",
     ["job"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
 )
@@ -94,9 +95,14 @@ def record_store(broker: dramatiq.Broker, *, inserted: int, duplicates: int, rej
     Metrics._count(broker, {"stored": inserted})
 
 
-def record_recompute(job: str, user_days: int, seconds: float) -> None:
-    RECOMPUTED.labels(job).inc(user_days)
-    RECOMPUTE_SECONDS.labels(job).observe(seconds)
+def record_update(job: str, users: int, seconds: float) -> None:
+    UPDATED.labels(job).inc(users)
+    DERIVED_SECONDS.labels(job).observe(seconds)
+
+
+def record_recompute(user_days: int, seconds: float) -> None:
+    RECOMPUTED.inc(user_days)
+    DERIVED_SECONDS.labels("recompute").observe(seconds)
 
 
 class QueueCollector:

@@ -19,21 +19,16 @@ length (``hbw enqueue`` reads its input that way). If the broker fails part way,
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 import dramatiq
-import sqlalchemy as sa
 
-from db import pending as db_pending
-from db.queries import JobKey
-from jobs.heartbeat import Rejection, chunked, validate_heartbeat
-from worker.messages import recompute_message, store_message
+from jobs.heartbeat import Rejection, validate_heartbeat
+from worker.messages import store_message
 
 
 class Rejections(Protocol):
@@ -117,35 +112,3 @@ def _send(broker: dramatiq.Broker, batch: list[dict[str, Any]], result: EnqueueR
         raise EnqueueError(result, e) from e
     result.messages += 1
     result.enqueued += len(batch)
-
-
-def send_recomputes(
-    engine: sa.Engine,
-    items: Sequence[JobKey],
-    *,
-    keys_per_message: int,
-    delay_ms: int | None = None,
-    broker: dramatiq.Broker | None = None,
-    batch_id: str | None = None,
-) -> int:
-    """Send derived-job messages for pending (job, user, day) rows, then record them as sent.
-
-    Called after the transaction that made them pending has committed. If this process dies
-    before recording, the rows stay unsent and the next store of the same user-day, or the
-    orphan sweeper, sends them again; the job coalesces duplicates. With `delay_ms` the job runs
-    that much later, so the stores that arrive meanwhile share one recomputation.
-    """
-    if not items:
-        return 0
-    broker = broker or dramatiq.get_broker()
-    by_job: dict[str, list[tuple[str, dt.date]]] = defaultdict(list)
-    for job, user_id, day in items:
-        by_job[job].append((user_id, day))
-    sent = 0
-    for job, keys in sorted(by_job.items()):
-        for chunk in chunked(sorted(set(keys)), keys_per_message):
-            broker.enqueue(recompute_message(job, chunk, batch_id), delay=delay_ms or None)
-            sent += 1
-    with engine.begin() as conn:
-        db_pending.mark_enqueued(conn, items)
-    return sent

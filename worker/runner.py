@@ -26,7 +26,7 @@ from worker.database import get_engine
 from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
 from worker.liveness import broken
 from worker.logs import get_logger
-from worker.messages import QUEUES, RECOMPUTE
+from worker.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
 from worker.settings import Settings
 from worker.sweeper import OrphanSweeper
 
@@ -147,10 +147,11 @@ def run_worker(
         return EXIT_OK
     for warning in redis_warnings(broker):
         log.warning("redis.config", problem=warning)
-    jobs = [job for job, (queue, _) in RECOMPUTE.items() if queue in queues]
     sweeper = OrphanSweeper(
         lambda: get_engine(settings.database_url, pool_size=settings.threads + 2),
-        jobs=jobs,
+        broker,
+        jobs=[job for job, (queue, _) in DERIVED.items() if queue in queues],
+        recompute=RECOMPUTE_QUEUE in queues,
         keys_per_message=settings.recompute_keys_per_message,
         interval=settings.sweep_interval_s,
         min_age=dt.timedelta(seconds=settings.sweep_min_age_s),

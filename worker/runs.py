@@ -1,15 +1,16 @@
 """Reprocess and backfill runs (SPEC section 5): the daily cron job and the one-time backfill.
 
-A run marks the user-days of a range pending for the three derived jobs, a chunk at a time, and
-sends the workers their messages; the workers recompute exactly as they do for fresh data. Each
+A run marks the user-days of a range stale, a chunk at a time, and sends the workers their
+recompute messages (queue ``recompute``): every derived row of those days is rebuilt from the raw
+heartbeats, and every total of their users re-summed. Each
 run has a key ("reprocess:2024-03-01", "backfill:first..last") and a row in `reprocess_runs`:
 
 * while it works it holds a session advisory lock on its key: an overlapping run of the same key
   does not double the work, it reports the other run and exits 0 (or, with `wait`, waits for it);
   the lock dies with a crashed run's connection;
 * a finished ("done") key is not run again unless forced;
-* each chunk is marked pending and the run's cursor advanced in one short transaction, so an
-  interrupted run resumes after the last chunk it handed over: it skips nothing it must do (pending
+* each chunk is marked stale and the run's cursor advanced in one short transaction, so an
+  interrupted run resumes after the last chunk it handed over: it skips nothing it must do (stale
   rows outlive any crash) and redoes little;
 * a backfill paces itself: it hands over the next chunk only when the workers have caught up, so it
   never floods Redis, and shows its progress.
@@ -28,15 +29,12 @@ from dataclasses import dataclass
 import dramatiq
 import sqlalchemy as sa
 
-from db import pending as db_pending
 from db import runs as db_runs
+from db import stale as db_stale
 from worker.logs import describe_error, get_logger
-from worker.producer import send_recomputes
+from worker.outbox import send_recomputes
 
 log = get_logger("hbw.runs")
-
-#: Derived jobs per user-day (pending rows are per job).
-JOBS_PER_DAY = 3
 
 
 @dataclass(frozen=True)
@@ -148,8 +146,8 @@ def _execute_locked(
     def outstanding() -> int:
         """User-days still to do (failed ones are not: they wait for an operator)."""
         with engine.connect() as conn:
-            to_do, _failed = db_runs.count_pending_between(conn, since, until, user_id)
-        return -(-to_do // JOBS_PER_DAY)
+            to_do, _failed = db_runs.count_stale_between(conn, since, until, user_id)
+        return to_do
 
     try:
         with engine.connect() as conn:
@@ -167,7 +165,7 @@ def _execute_locked(
                     return RunOutcome("timeout", f"timed out handing over {spec.key}", handed, messages)
                 time.sleep(poll)
             with engine.begin() as conn:
-                items = db_pending.mark_pending(conn, keys)
+                items = db_stale.mark_stale(conn, keys)
                 db_runs.advance_run(conn, spec.key, keys[-1], len(keys))
             messages += send_recomputes(engine, items, keys_per_message=keys_per_message, broker=broker)
             handed, cursor = handed + len(keys), keys[-1]
@@ -191,7 +189,7 @@ def _execute_locked(
         if progress:
             progress(total, total)
         with engine.begin() as conn:
-            _, failed = db_runs.count_pending_between(conn, since, until, user_id)
+            _, failed = db_runs.count_stale_between(conn, since, until, user_id)
             if failed:
                 error = f"{failed} recomputation(s) failed and were dead-lettered: `hbw dlq list` says why"
                 db_runs.finish_run(conn, spec.key, "failed", error)

@@ -28,8 +28,8 @@ import orjson
 import redis
 import sqlalchemy as sa
 
-from db import pending as db_pending
 from db import runs as db_runs
+from db import stale as db_stale
 from worker.liveness import UnhealthyWorker, read_workers
 from worker.messages import QUEUES
 from worker.redis_memory import check_writes
@@ -186,7 +186,7 @@ def collect_status(
     )
     if engine is not None:
         with engine.connect() as conn:
-            status.pending_recomputes, status.failed_recomputes = db_pending.count_pending(conn)
+            status.pending_recomputes, status.failed_recomputes = db_stale.count_pending(conn)
             last = db_runs.select_last_run(conn, "reprocess")
         if last is not None:
             finished = last.finished_at

@@ -1,10 +1,11 @@
-"""Rescuing pending recomputations that no message carries.
+"""Rescuing derived work that no message carries.
 
-A store commits its pending rows and then sends the derived-job messages. If the process dies
-in between, or Redis loses the messages (no persistence), the rows would wait forever. Each
-worker process sweeps now and then: rows never sent for `min_age`, or sent longer than
-`stale_after` ago and still pending, get a new message. Duplicates are harmless: the job
-coalesces them.
+A store commits its deltas and then wakes the derived jobs; reprocessing commits stale user-days
+and then sends their recompute messages. If the process dies in between, or Redis loses the
+messages (no persistence), the work would wait forever. Each worker process sweeps now and then,
+for the work of the queues it consumes: deltas waiting longer than `min_age` wake their job again,
+and stale days never sent for `min_age`, or sent longer than `stale_after` ago, get a new message.
+Duplicates are harmless: an updater or a recomputation that finds nothing to do does nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import dramatiq
 import sqlalchemy as sa
 from dramatiq.middleware import Middleware
 
-from db import pending as db_pending
+from db import deltas as db_deltas
+from db import stale as db_stale
 from worker.logs import get_logger
-from worker.producer import send_recomputes
+from worker.outbox import send_recomputes, wake
 
 log = get_logger("hbw.sweeper")
 
@@ -28,49 +30,61 @@ class OrphanSweeper(Middleware):
     def __init__(
         self,
         engine: Callable[[], sa.Engine],
+        broker: dramatiq.Broker,
         *,
         jobs: Sequence[str],
+        recompute: bool,
         keys_per_message: int,
         interval: float = 30.0,
         min_age: dt.timedelta = dt.timedelta(minutes=1),
         stale_after: dt.timedelta = dt.timedelta(minutes=15),
     ) -> None:
-        self.engine = engine
-        self.jobs = list(jobs)
+        self.engine, self.broker = engine, broker
+        self.jobs, self.recompute = list(jobs), recompute
         self.keys_per_message = keys_per_message
-        self.interval = interval
-        self.min_age = min_age
-        self.stale_after = stale_after
+        self.interval, self.min_age, self.stale_after = interval, min_age, stale_after
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sweep(self, *, everything: bool = False) -> int:
-        """Send messages for orphaned rows; `everything` when no message can be in flight."""
-        if not self.jobs:
-            return 0
+        """Send messages for orphaned work; `everything` when no message can be in flight.
+        Returns the messages sent."""
         zero = dt.timedelta(0)
+        sent = 0
         with self.engine().begin() as conn:
-            items = db_pending.claim_orphans(
-                conn,
-                jobs=self.jobs,
-                min_age=zero if everything else self.min_age,
-                stale_after=zero if everything else self.stale_after,
+            backlog = db_deltas.select_backlog(conn) if self.jobs else {}
+            keys = (
+                db_stale.claim_orphans(
+                    conn,
+                    min_age=zero if everything else self.min_age,
+                    stale_after=zero if everything else self.stale_after,
+                )
+                if self.recompute
+                else []
             )
-        if items:
-            send_recomputes(self.engine(), items, keys_per_message=self.keys_per_message)
-            log.info("pending.swept", rows=len(items))
-        return len(items)
+        late = [
+            job for job in self.jobs
+            if backlog.get(job, (0, None, 0))[0]
+            and (everything or (backlog[job][1] or 0) >= self.min_age.total_seconds())
+        ]  # fmt: skip
+        if late:
+            sent += wake(self.broker, late, delay_ms=0, force=everything)
+        if keys:
+            sent += send_recomputes(
+                self.engine(), keys, keys_per_message=self.keys_per_message, broker=self.broker
+            )
+        if sent:
+            log.info("derived.swept", woken=late, stale_days=len(keys))
+        return sent
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.sweep()
             except Exception:  # a database or Redis outage: try again next round
-                log.warning("pending.sweep_failed", exc_info=True)
+                log.warning("derived.sweep_failed", exc_info=True)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._thread = threading.Thread(target=self._run, name="orphan-sweeper", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="orphan-sweeper", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()

@@ -1,92 +1,83 @@
--- Derived tables. Each job rebuilds its day rows for a set of (user, UTC day) pairs from the raw
--- heartbeats, then re-sums the totals its changed day rows feed into. What a day row and a total
--- are is defined once, by the hbw_*_days and hbw_*_totals functions of schema.sql; these
--- statements only write what those functions say. Rows that did not change are not written, so recomputing settled data writes
--- nothing. The caller holds the job's per-user advisory locks.
+-- Recomputing derived rows from the raw heartbeats (reprocess, backfill, repairs): every day row
+-- of a set of (user, UTC day) pairs, then the totals the changed day rows feed into. What a day
+-- row and a total are is defined once, by hbw_day_rows and the hbw_*_totals functions of
+-- schema.sql; these statements only write what those functions say. Rows that did not change are
+-- not written, so recomputing settled data writes nothing. The caller holds the jobs' per-user
+-- advisory locks and the users' store locks.
 
 -- name: lock_users
 -- Per-(job, user) advisory locks, in the order given (the caller sorts them), held to commit.
 SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:lock_keys AS bigint[])) AS k
 
--- name: recompute_project_days
--- Returns the (user, raw project) pairs whose day rows changed.
-WITH fresh AS (
-    SELECT * FROM hbw_project_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
-), removed AS (
-    DELETE FROM project_days d
-    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+-- name: recompute_days
+-- Rebuild every derived day row of these user-days from their raw heartbeats, in one pass over
+-- them (hbw_day_rows). Returns the (job, user, name) whose day rows changed: a raw project for
+-- the projects and languages jobs, a user agent for user_agents.
+WITH keys AS (
+    SELECT * FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+), fresh AS MATERIALIZED (
+    SELECT * FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+), removed_projects AS (
+    DELETE FROM project_days d USING keys k
     WHERE d.user_id = k.user_id AND d.day = k.day
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.project = d.project)
-    RETURNING d.user_id, d.project
-), upserted AS (
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.job = 'projects' AND f.user_id = d.user_id
+                      AND f.day = d.day AND f.name = d.project)
+    RETURNING 'projects' AS job, d.user_id, d.project AS name
+), projects AS (
     INSERT INTO project_days AS d (user_id, day, project, coding_us, heartbeat_count, first_at, last_at)
-    SELECT * FROM fresh ORDER BY user_id, day, project
+    SELECT user_id, day, name, coding_us, heartbeat_count, first_at, last_at
+    FROM fresh WHERE job = 'projects' ORDER BY user_id, day, name
     ON CONFLICT (user_id, day, project) DO UPDATE
     SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
         first_at = excluded.first_at, last_at = excluded.last_at
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
           IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
-    RETURNING d.user_id, d.project
-)
-SELECT user_id, project AS key FROM removed
-UNION
-SELECT user_id, project AS key FROM upserted
-
--- name: recompute_language_days
--- Returns the (user, raw project) pairs whose day rows changed.
-WITH fresh AS (
-    SELECT * FROM hbw_language_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
-), removed AS (
-    DELETE FROM language_days d
-    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+    RETURNING 'projects' AS job, d.user_id, d.project AS name
+), removed_languages AS (
+    DELETE FROM language_days d USING keys k
     WHERE d.user_id = k.user_id AND d.day = k.day
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.user_id = d.user_id AND f.day = d.day
-                        AND f.project = d.project AND f.language = d.language)
-    RETURNING d.user_id, d.project
-), upserted AS (
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.job = 'languages' AND f.user_id = d.user_id
+                      AND f.day = d.day AND f.name = d.project AND f.language = d.language)
+    RETURNING 'languages' AS job, d.user_id, d.project AS name
+), languages AS (
     INSERT INTO language_days AS d
         (user_id, day, project, language, coding_us, heartbeat_count, first_at, last_at)
-    SELECT * FROM fresh ORDER BY user_id, day, project, language
+    SELECT user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
+    FROM fresh WHERE job = 'languages' ORDER BY user_id, day, name, language
     ON CONFLICT (user_id, day, project, language) DO UPDATE
     SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
         first_at = excluded.first_at, last_at = excluded.last_at
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
           IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
-    RETURNING d.user_id, d.project
-)
-SELECT user_id, project AS key FROM removed
-UNION
-SELECT user_id, project AS key FROM upserted
-
--- name: recompute_user_agent_days
--- Returns the (user, user agent) pairs whose day rows changed.
-WITH fresh AS (
-    SELECT f.*, hbw_text_key(f.user_agent) AS agent_key
-    FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us) f
-), removed AS (
-    DELETE FROM user_agent_days d
-    USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+    RETURNING 'languages' AS job, d.user_id, d.project AS name
+), removed_user_agents AS (
+    DELETE FROM user_agent_days d USING keys k
     WHERE d.user_id = k.user_id AND d.day = k.day
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.user_id = d.user_id AND f.day = d.day AND f.agent_key = d.agent_key)
-    RETURNING d.user_id, d.user_agent
-), upserted AS (
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.job = 'user_agents' AND f.user_id = d.user_id
+                      AND f.day = d.day AND hbw_text_key(f.name) = d.agent_key)
+    RETURNING 'user_agents' AS job, d.user_id, d.user_agent AS name
+), user_agents AS (
     INSERT INTO user_agent_days AS d
         (user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at)
-    SELECT user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at
-    FROM fresh ORDER BY user_id, day, agent_key
+    SELECT user_id, day, name, hbw_text_key(name), coding_us, heartbeat_count, first_at, last_at
+    FROM fresh WHERE job = 'user_agents' ORDER BY user_id, day, hbw_text_key(name)
     ON CONFLICT (user_id, day, agent_key) DO UPDATE
     SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
         first_at = excluded.first_at, last_at = excluded.last_at
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
           IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
-    RETURNING d.user_id, d.user_agent
+    RETURNING 'user_agents' AS job, d.user_id, d.user_agent AS name
 )
-SELECT user_id, user_agent AS key FROM removed
-UNION
-SELECT user_id, user_agent AS key FROM upserted
+SELECT * FROM removed_projects UNION SELECT * FROM projects
+UNION SELECT * FROM removed_languages UNION SELECT * FROM languages
+UNION SELECT * FROM removed_user_agents UNION SELECT * FROM user_agents
+
+-- name: discard_deltas
+-- The unapplied deltas of these user-days, all jobs: a recomputation from the raw heartbeats
+-- already counts the heartbeats they came from. (The caller holds the store and job locks.)
+DELETE FROM derived_deltas d
+USING unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+WHERE d.user_id = k.user_id AND d.day = k.day
 
 -- name: select_total_names
 -- Every name a user's totals of one kind are (or should be) under: from the day rows and from the
@@ -119,16 +110,18 @@ WITH sources AS (
       AND NOT EXISTS (SELECT 1 FROM totals x WHERE x.user_id = p.user_id AND x.name = p.name)
 )
 INSERT INTO projects AS p
-    (user_id, name, first_heartbeat_at, last_heartbeat_at, total_seconds, heartbeat_count, color)
-SELECT user_id, name, first_at, last_at, total_seconds, heartbeat_count, hbw_project_color(name)
+    (user_id, name, first_heartbeat_at, last_heartbeat_at, total_seconds, coding_us, heartbeat_count, color)
+SELECT user_id, name, first_at, last_at, hbw_seconds(coding_us), coding_us, heartbeat_count,
+       hbw_project_color(name)
 FROM totals
 ORDER BY user_id, name
 ON CONFLICT (user_id, name) DO UPDATE
 SET first_heartbeat_at = excluded.first_heartbeat_at, last_heartbeat_at = excluded.last_heartbeat_at,
-    total_seconds = excluded.total_seconds, heartbeat_count = excluded.heartbeat_count, updated_at = now()
-WHERE (p.first_heartbeat_at, p.last_heartbeat_at, p.total_seconds, p.heartbeat_count)
+    total_seconds = excluded.total_seconds, coding_us = excluded.coding_us,
+    heartbeat_count = excluded.heartbeat_count, updated_at = now()
+WHERE (p.first_heartbeat_at, p.last_heartbeat_at, p.coding_us, p.heartbeat_count)
       IS DISTINCT FROM (excluded.first_heartbeat_at, excluded.last_heartbeat_at,
-                        excluded.total_seconds, excluded.heartbeat_count)
+                        excluded.coding_us, excluded.heartbeat_count)
 
 -- name: refresh_project_languages
 -- Re-sum `project_languages` for the canonical projects these raw names feed.
@@ -144,15 +137,16 @@ WITH sources AS (
                       WHERE x.user_id = pl.user_id AND x.project = pl.project AND x.language = pl.language)
 )
 INSERT INTO project_languages AS pl
-    (user_id, project, language, total_seconds, heartbeat_count, first_seen_at, last_seen_at)
-SELECT user_id, project, language, total_seconds, heartbeat_count, first_at, last_at
+    (user_id, project, language, total_seconds, coding_us, heartbeat_count, first_seen_at, last_seen_at)
+SELECT user_id, project, language, hbw_seconds(coding_us), coding_us, heartbeat_count, first_at, last_at
 FROM totals
 ORDER BY user_id, project, language
 ON CONFLICT (user_id, project, language) DO UPDATE
-SET total_seconds = excluded.total_seconds, heartbeat_count = excluded.heartbeat_count,
-    first_seen_at = excluded.first_seen_at, last_seen_at = excluded.last_seen_at
-WHERE (pl.total_seconds, pl.heartbeat_count, pl.first_seen_at, pl.last_seen_at)
-      IS DISTINCT FROM (excluded.total_seconds, excluded.heartbeat_count,
+SET total_seconds = excluded.total_seconds, coding_us = excluded.coding_us,
+    heartbeat_count = excluded.heartbeat_count, first_seen_at = excluded.first_seen_at,
+    last_seen_at = excluded.last_seen_at
+WHERE (pl.coding_us, pl.heartbeat_count, pl.first_seen_at, pl.last_seen_at)
+      IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count,
                         excluded.first_seen_at, excluded.last_seen_at)
 
 -- name: refresh_user_agents
@@ -182,10 +176,11 @@ WITH parsed AS (
 INSERT INTO user_agents AS u
     (user_id, user_agent, agent_key, editor, editor_version, plugin, plugin_version, cli_version, os,
      is_browser_extension, version_major, version_minor, version_patch, version_prerelease,
-     first_seen_at, last_seen_at, total_seconds, heartbeat_count)
+     first_seen_at, last_seen_at, total_seconds, coding_us, heartbeat_count)
 SELECT p.user_id, p.user_agent, p.agent_key, p.editor, p.editor_version, p.plugin, p.plugin_version,
        p.cli_version, p.os, p.is_browser_extension, p.version_major, p.version_minor, p.version_patch,
-       p.version_prerelease, t.first_at, t.last_at, t.total_seconds, t.heartbeat_count
+       p.version_prerelease, t.first_at, t.last_at, hbw_seconds(t.coding_us), t.coding_us,
+       t.heartbeat_count
 FROM totals t
 JOIN keyed p ON p.user_id = t.user_id AND p.user_agent = t.user_agent
 ORDER BY p.user_id, p.agent_key
@@ -196,12 +191,12 @@ SET editor = excluded.editor, editor_version = excluded.editor_version, plugin =
     version_minor = excluded.version_minor, version_patch = excluded.version_patch,
     version_prerelease = excluded.version_prerelease, first_seen_at = excluded.first_seen_at,
     last_seen_at = excluded.last_seen_at, total_seconds = excluded.total_seconds,
-    heartbeat_count = excluded.heartbeat_count
+    coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count
 WHERE (u.editor, u.editor_version, u.plugin, u.plugin_version, u.cli_version, u.os,
        u.is_browser_extension, u.version_major, u.version_minor, u.version_patch,
-       u.version_prerelease, u.first_seen_at, u.last_seen_at, u.total_seconds, u.heartbeat_count)
+       u.version_prerelease, u.first_seen_at, u.last_seen_at, u.coding_us, u.heartbeat_count)
       IS DISTINCT FROM
       (excluded.editor, excluded.editor_version, excluded.plugin, excluded.plugin_version,
        excluded.cli_version, excluded.os, excluded.is_browser_extension, excluded.version_major,
        excluded.version_minor, excluded.version_patch, excluded.version_prerelease,
-       excluded.first_seen_at, excluded.last_seen_at, excluded.total_seconds, excluded.heartbeat_count)
+       excluded.first_seen_at, excluded.last_seen_at, excluded.coding_us, excluded.heartbeat_count)

@@ -58,10 +58,10 @@ WHERE day BETWEEN :since AND :until
 -- First and last day with raw heartbeats (a backfill's default range).
 SELECT min(day), max(day) FROM user_days WHERE pruned_at IS NULL
 
--- name: count_pending_between
+-- name: count_stale_between
 -- Recomputations still to do in [since, until], optionally for one user, and those that failed.
 SELECT count(*) FILTER (WHERE failed_at IS NULL), count(*) FILTER (WHERE failed_at IS NOT NULL)
-FROM pending_recomputes
+FROM stale_days
 WHERE day BETWEEN :since AND :until
   AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
 

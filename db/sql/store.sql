@@ -1,13 +1,17 @@
 -- Storing raw heartbeats: a validated batch arrives as one JSON array and goes in with one
--- statement (parsing, identity hashing and the time conversion happen in PostgreSQL's C code).
--- Rows are written in key order and pending rows in (job, user, day) order, and the second
--- statement only reads and adds user_days, so concurrent batches can block each other briefly but
--- never deadlock.
+-- statement (parsing, identity hashing and the time conversion happen in PostgreSQL's C code),
+-- which also writes what the new heartbeats change in the derived tables (derived_deltas, the
+-- outbox) and records new user-days. The caller holds the store locks of the batch's users, taken
+-- in a statement of its own before this one, so the neighbours this statement reads are final.
+-- Rows are written in key order, so concurrent batches of other users never deadlock.
 
 -- name: insert_heartbeats
--- Raw rows in (duplicates, within the batch or with stored rows, ignored), and every user-day
--- that gained rows is marked pending for the three derived jobs. Returns every user-day of the
--- batch with the number of rows it gained (0: all duplicates).
+-- Raw rows in (duplicates, within the batch or with stored rows, ignored). For each user-day that
+-- gained rows, deltas (SPEC section 3, incrementally): only the neighbourhood of a new heartbeat
+-- changes, that is the credit of the stored heartbeat right before it (its gap now ends at the new
+-- one) and the new heartbeat's own credit up to the next one; nothing is read beyond those
+-- neighbours, whatever the length of the day. A pruned day keeps its derived rows as they are.
+-- Returns every user-day of the batch with the number of rows it gained (0: all duplicates).
 WITH incoming AS (
     SELECT r.*, round(r.time * 1000000)::bigint AS time_us
     FROM json_to_recordset(CAST(:batch AS json)) AS r(
@@ -30,38 +34,66 @@ WITH incoming AS (
     FROM identified
     ORDER BY user_id, at, dedup_hash
     ON CONFLICT DO NOTHING
-    RETURNING user_id, (time AT TIME ZONE 'UTC')::date AS day
+    RETURNING user_id, hbw_day(user_id, time) AS day, time, dedup_hash, project, language, user_agent
 ), gained AS (
     SELECT user_id, day, count(*)::int AS inserted FROM inserted GROUP BY user_id, day
-), pending AS (
-    INSERT INTO pending_recomputes AS p (job, user_id, day)
-    SELECT j.job, g.user_id, g.day
-    FROM gained g CROSS JOIN (VALUES ('languages'), ('projects'), ('user_agents')) AS j(job)
-    ORDER BY j.job, g.user_id, g.day
-    ON CONFLICT (job, user_id, day) DO UPDATE
-    SET generation = p.generation + 1, updated_at = now(), failed_at = NULL, error = NULL,
-        -- a failed day is tried again with the new heartbeats: send it a message now
-        enqueued_at = CASE WHEN p.failed_at IS NULL THEN p.enqueued_at END
+), new_days AS (
+    INSERT INTO user_days (user_id, day)
+    SELECT user_id, day FROM gained ORDER BY user_id, day
+    ON CONFLICT DO NOTHING
+), live AS (
+    SELECT i.* FROM inserted i
+    WHERE NOT EXISTS (SELECT 1 FROM user_days u
+                      WHERE u.user_id = i.user_id AND u.day = i.day AND u.pruned_at IS NOT NULL)
+), neighbours AS (
+    -- The stored heartbeats right before and right after each new one, in its day. (This
+    -- statement's own inserts are not visible here: the new ones are only in `live`.)
+    SELECT DISTINCT n.user_id, n.day, e.time, e.dedup_hash, e.project, e.language, e.user_agent
+    FROM live n
+    CROSS JOIN LATERAL (
+        (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+         FROM heartbeats h
+         WHERE h.user_id = n.user_id AND h.time >= hbw_day_start(n.user_id, n.day)
+           AND (h.time, h.dedup_hash) < (n.time, n.dedup_hash)
+         ORDER BY h.time DESC, h.dedup_hash DESC LIMIT 1)
+        UNION ALL
+        (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+         FROM heartbeats h
+         WHERE h.user_id = n.user_id AND h.time < hbw_day_start(n.user_id, n.day + 1)
+           AND (h.time, h.dedup_hash) > (n.time, n.dedup_hash)
+         ORDER BY h.time, h.dedup_hash LIMIT 1)
+    ) AS e
+), neighbourhood AS (
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent, true AS is_new FROM live
+    UNION ALL
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent, false FROM neighbours
+), credits AS (
+    -- In the neighbourhood, in day order: each heartbeat's credit now (up to the next one of the
+    -- neighbourhood, new or stored) and, for a stored one, before (up to the next stored one).
+    -- Both are exact: every successor that matters is in the neighbourhood.
+    SELECT *,
+           hbw_credit(time, lead(time) OVER w, :timeout_us) AS credit_now,
+           CASE WHEN is_new THEN 0
+                ELSE hbw_credit(time, min(time) FILTER (WHERE NOT is_new)
+                                      OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), :timeout_us)
+           END AS credit_before
+    FROM neighbourhood
+    WINDOW w AS (PARTITION BY user_id, day ORDER BY time, dedup_hash)
+), changes AS (
+    SELECT user_id, day, project, language, user_agent, credit_now - credit_before AS coding_us,
+           is_new::int AS heartbeat_count, CASE WHEN is_new THEN time END AS at
+    FROM credits
+    WHERE is_new OR credit_now <> credit_before
+), deltas AS (
+    INSERT INTO derived_deltas (job, user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at)
+    SELECT f.job, c.user_id, c.day, f.name, f.language, sum(c.coding_us)::bigint,
+           sum(c.heartbeat_count)::int, min(c.at), max(c.at)
+    FROM changes c
+    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent) AS f
+    GROUP BY f.job, c.user_id, c.day, f.name, f.language
+    HAVING sum(c.coding_us) <> 0 OR sum(c.heartbeat_count) > 0
 )
 SELECT b.user_id, b.day, coalesce(g.inserted, 0) AS inserted
-FROM (SELECT DISTINCT user_id, (at AT TIME ZONE 'UTC')::date AS day FROM identified) AS b
+FROM (SELECT DISTINCT user_id, hbw_day(user_id, at) AS day FROM identified) AS b
 LEFT JOIN gained g ON g.user_id = b.user_id AND g.day = b.day
 ORDER BY b.user_id, b.day
-
--- name: record_days
--- After insert_heartbeats, in the same transaction: remember the user-days that gained rows
--- (what reprocessing iterates over), and return the pending rows of the batch's user-days that no
--- message has been sent for yet (the caller sends them after commit).
-WITH new_days AS (
-    INSERT INTO user_days (user_id, day)
-    SELECT user_id, day
-    FROM unnest(CAST(:new_user_ids AS text[]), CAST(:new_days AS date[])) AS k(user_id, day)
-    ORDER BY user_id, day
-    ON CONFLICT DO NOTHING
-)
-SELECT p.job, p.user_id, p.day
-FROM pending_recomputes p
-JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
-  ON p.user_id = k.user_id AND p.day = k.day
-WHERE p.enqueued_at IS NULL
-ORDER BY p.job, p.user_id, p.day

@@ -3,18 +3,23 @@
 -- the same hbw_*_days / hbw_*_totals functions recomputation writes with.
 
 -- name: select_pending_days
-SELECT DISTINCT p.user_id, p.day
-FROM pending_recomputes p
-JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
-  ON p.user_id = k.user_id AND p.day = k.day
+-- Those of these user-days with derived work not done yet: deltas not applied, or stale.
+SELECT DISTINCT k.user_id, k.day
+FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+WHERE EXISTS (SELECT 1 FROM stale_days s WHERE s.user_id = k.user_id AND s.day = k.day)
+   OR EXISTS (SELECT 1 FROM derived_deltas d WHERE d.user_id = k.user_id AND d.day = k.day)
 
 -- name: select_users_with_pending
-SELECT DISTINCT user_id FROM pending_recomputes WHERE user_id = ANY(CAST(:user_ids AS text[]))
+SELECT user_id FROM stale_days WHERE user_id = ANY(CAST(:user_ids AS text[]))
+UNION
+SELECT user_id FROM derived_deltas WHERE user_id = ANY(CAST(:user_ids AS text[]))
 
 -- name: verify_project_days
 -- Stored project_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
-    SELECT * FROM hbw_project_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    SELECT user_id, day, name AS project, coding_us, heartbeat_count, first_at, last_at
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE job = 'projects'
 ), stored AS (
     SELECT d.*
     FROM project_days d
@@ -34,7 +39,9 @@ ORDER BY 1, 2, 3
 -- name: verify_language_days
 -- Stored language_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
-    SELECT * FROM hbw_language_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    SELECT user_id, day, name AS project, language, coding_us, heartbeat_count, first_at, last_at
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE job = 'languages'
 ), stored AS (
     SELECT d.*
     FROM language_days d
@@ -54,7 +61,9 @@ ORDER BY 1, 2, 3
 -- name: verify_user_agent_days
 -- Stored user_agent_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
-    SELECT * FROM hbw_user_agent_days(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    SELECT user_id, day, name AS user_agent, coding_us, heartbeat_count, first_at, last_at
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE job = 'user_agents'
 ), stored AS (
     SELECT d.*
     FROM user_agent_days d
@@ -84,12 +93,12 @@ WITH names AS (
 )
 SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
        coalesce(e.name, s.name) AS name,
-       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.total_seconds AS stored_seconds, hbw_seconds(e.coding_us) AS expected_seconds,
        s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
 FROM expected e
 FULL JOIN stored s ON e.user_id = s.user_id AND e.name = s.name
-WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_heartbeat_at, s.last_heartbeat_at, s.heartbeat_count)
-   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+WHERE (e.first_at, e.last_at, e.heartbeat_count, e.coding_us, hbw_seconds(e.coding_us))
+      IS DISTINCT FROM (s.first_heartbeat_at, s.last_heartbeat_at, s.heartbeat_count, s.coding_us, s.total_seconds)
 ORDER BY 1, 3
 
 -- name: verify_project_languages
@@ -105,12 +114,12 @@ WITH names AS (
 )
 SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
        coalesce(e.project, s.project) || ' / ' || coalesce(e.language, s.language) AS name,
-       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.total_seconds AS stored_seconds, hbw_seconds(e.coding_us) AS expected_seconds,
        s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
 FROM expected e
 FULL JOIN stored s ON e.user_id = s.user_id AND e.project = s.project AND e.language = s.language
-WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count)
-   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+WHERE (e.first_at, e.last_at, e.heartbeat_count, e.coding_us, hbw_seconds(e.coding_us))
+      IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count, s.coding_us, s.total_seconds)
 ORDER BY 1, 3
 
 -- name: verify_user_agents
@@ -126,10 +135,10 @@ WITH names AS (
 )
 SELECT coalesce(e.user_id, s.user_id) AS user_id, CAST(NULL AS date) AS day,
        coalesce(e.user_agent, s.user_agent) AS name,
-       s.total_seconds AS stored_seconds, e.total_seconds AS expected_seconds,
+       s.total_seconds AS stored_seconds, hbw_seconds(e.coding_us) AS expected_seconds,
        s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
 FROM expected e
 FULL JOIN stored s ON e.user_id = s.user_id AND e.user_agent = s.user_agent
-WHERE (e.first_at, e.last_at, e.heartbeat_count) IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count)
-   OR abs(coalesce(e.total_seconds, -1) - coalesce(s.total_seconds, -1)) > 1e-6
+WHERE (e.first_at, e.last_at, e.heartbeat_count, e.coding_us, hbw_seconds(e.coding_us))
+      IS DISTINCT FROM (s.first_seen_at, s.last_seen_at, s.heartbeat_count, s.coding_us, s.total_seconds)
 ORDER BY 1, 3

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from db.engine import create_engine
 from db.schema import apply_schema
-from jobs.recompute import lock_key
+from jobs.locks import job_lock
 from tests import reference, streams
 from tests.conftest import TABLES, free_port
 from tests.tables import diff, snapshot
@@ -103,7 +103,11 @@ class FaultEnv:
         while time.monotonic() < deadline:
             try:
                 with self.engine.connect() as conn:
-                    pending = conn.execute(sa.text("SELECT count(*) FROM pending_recomputes")).scalar_one()
+                    pending = conn.execute(
+                        sa.text(
+                            "SELECT (SELECT count(*) FROM stale_days) + (SELECT count(*) FROM derived_deltas)"
+                        )
+                    ).scalar_one()
                 calm = calm + 1 if queues_empty(self.broker, QUEUES) and pending == 0 else 0
             except Exception:
                 calm = 0
@@ -127,9 +131,11 @@ class FaultEnv:
             ):
                 lines.append(f"  worker {member.decode()} last beat {(now_ms - beat) / 1000:.1f} s ago")
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT job, count(*), min(updated_at), bool_or(enqueued_at IS NULL) "
-                                            "FROM pending_recomputes GROUP BY job")).all()  # fmt: skip
-            lines += [f"  pending {tuple(row)}" for row in rows]
+                rows = conn.execute(sa.text("SELECT job, count(*), min(created_at), count(failed_at) "
+                                            "FROM derived_deltas GROUP BY job")).all()  # fmt: skip
+                stale = conn.execute(sa.text("SELECT count(*), count(enqueued_at), count(failed_at) "
+                                             "FROM stale_days")).one()  # fmt: skip
+            lines += [f"  deltas {tuple(row)}" for row in rows] + [f"  stale days {tuple(stale)}"]
         except Exception as e:
             lines.append(f"  (could not inspect: {e})")
         for log in sorted(self.logs.glob("*.log")):
@@ -160,7 +166,7 @@ class Blocker:
 
     def __init__(self, engine, user: str) -> None:
         self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self.conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("projects", user)})
+        self.conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": job_lock("projects", user)})
 
     def release(self) -> None:
         if not self.conn.closed:

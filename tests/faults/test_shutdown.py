@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.faults.conftest import FAST, Blocker, children, group, stop
-from worker.messages import store_message
+from worker.messages import store_message, update_message
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -45,6 +45,9 @@ def test_sigterm_with_a_message_in_flight(faults, overrun):
         for user in users:
             faults.broker.enqueue(store_message([{"user_id": user, "entity": "e", "time": time.time() - 60,
                                                   "project": "p"}]))  # fmt: skip
+        # an update of users[0]'s projects (it waits for the lock the blocker holds), then others
+        for user in users:
+            faults.broker.enqueue(update_message("projects", [user]))
         # the projects job of users[0] is running (blocked); the others wait prefetched behind it
         wait_until(lambda: held_by_anyone(faults.broker, "projects") >= 2)
         worker.send_signal(signal.SIGTERM)

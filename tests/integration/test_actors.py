@@ -37,10 +37,19 @@ def stored(engine) -> int:
         raw_message("store_heartbeats"),
         raw_message("store_heartbeats", [{"user_id": "a"}], "extra"),
         raw_message("store_heartbeats", heartbeats=[], junk=1),
-        raw_message("recompute_projects", [["alice", "yesterday"]], queue="projects"),
-        raw_message("recompute_languages", {"user": "alice"}, queue="languages"),
+        raw_message("recompute_days", [["alice", "yesterday"]], queue="recompute"),
+        raw_message("update_languages", users={"user": "alice"}, queue="languages"),
+        raw_message("update_projects", "alice", queue="projects"),
     ],
-    ids=["wrong-type", "no-args", "extra-arg", "bad-kwargs", "bad-date", "object-not-list"],
+    ids=[
+        "wrong-type",
+        "no-args",
+        "extra-arg",
+        "bad-kwargs",
+        "bad-date",
+        "object-not-list",
+        "positional-users",
+    ],
 )
 def test_malformed_payload_is_dead_lettered_at_once(db, settings, broker, log_events, message):
     broker.enqueue(message)
@@ -90,9 +99,9 @@ def test_one_summary_line_per_message_with_its_id(db, settings, broker, log_even
     assert store_done["message_id"] == message.message_id and store_done["inserted"] == 1
     assert {e["actor"] for e in done} == {
         "store_heartbeats",
-        "recompute_projects",
-        "recompute_languages",
-        "recompute_user_agents",
+        "update_projects",
+        "update_languages",
+        "update_user_agents",
     }
     assert all(e["duration_ms"] >= 0 and e["message_id"] for e in done)
 

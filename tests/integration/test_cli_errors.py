@@ -95,7 +95,9 @@ def test_every_command_says_in_one_line_what_is_wrong_and_what_to_do(db, setting
     )
     with db.begin() as conn:  # a user-day to reprocess or backfill, so they need Redis
         store_heartbeats(
-            conn, [validate_heartbeat({"user_id": "alice", "entity": "e", "time": time.time() - 86_400})]
+            conn,
+            [validate_heartbeat({"user_id": "alice", "entity": "e", "time": time.time() - 86_400})],
+            timeout_us=900_000_000,
         )
     redis_down = f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"
     situations = {

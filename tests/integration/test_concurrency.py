@@ -40,7 +40,9 @@ def wait_drained(broker, engine, *, timeout: float = 180) -> None:
     deadline, calm = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            pending = conn.execute(sa.text("SELECT count(*) FROM pending_recomputes")).scalar_one()
+            pending = conn.execute(
+                sa.text("SELECT (SELECT count(*) FROM stale_days) + (SELECT count(*) FROM derived_deltas)")
+            ).scalar_one()
         calm = calm + 1 if queues_empty(broker, QUEUES) and pending == 0 else 0
         if calm >= 2:
             return

@@ -13,7 +13,7 @@ QUEUE = "projects"
 
 
 def message(n: int) -> dramatiq.Message:
-    return dramatiq.Message(queue_name=QUEUE, actor_name="recompute_projects", args=(), kwargs={"n": n},
+    return dramatiq.Message(queue_name=QUEUE, actor_name="update_projects", args=(), kwargs={"n": n},
                             options={})  # fmt: skip
 
 

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.heartbeat import validate_heartbeats
-from jobs.recompute import recompute
 from jobs.store import store_heartbeats
+from tests.derive import apply_all, recompute_all
 
 MIDNIGHT = dt.datetime(2024, 3, 2, tzinfo=dt.UTC).timestamp()
 T0 = MIDNIGHT - 3 * 3600  # 21:00 UTC on 2024-03-01
@@ -25,7 +25,7 @@ def credited(engine: sa.Engine, items: list[dict], timeout_s: float = 900) -> di
     validated = validate_heartbeats(items)
     assert not validated.rejected
     with engine.begin() as conn:
-        store_heartbeats(conn, validated.accepted)
+        store_heartbeats(conn, validated.accepted, timeout_us=round(timeout_s * 1e6))
         days = conn.execute(sa.text("SELECT user_id, day FROM user_days")).all()
         rows = conn.execute(
             sa.text(
@@ -39,11 +39,16 @@ def credited(engine: sa.Engine, items: list[dict], timeout_s: float = 900) -> di
 
 
 def projects(engine: sa.Engine, timeout_s: float = 900) -> dict[str, float]:
+    """Project totals by the live path (the store's deltas applied), which must be exactly what a
+    full recomputation from the raw heartbeats gives."""
+    query = sa.text("SELECT name, total_seconds, coding_us, heartbeat_count FROM projects")
     with engine.begin() as conn:
-        keys = [tuple(k) for k in conn.execute(sa.text("SELECT user_id, day FROM user_days"))]
-        for job in ("projects", "languages", "user_agents"):
-            recompute(conn, job, keys, timeout_us=round(timeout_s * 1e6))
-        return dict(conn.execute(sa.text("SELECT name, total_seconds FROM projects")).all())
+        apply_all(conn)
+        live = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+        recompute_all(conn, round(timeout_s * 1e6))
+        full = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+    assert live == full
+    return {name: seconds for name, (seconds, _, _) in full.items()}
 
 
 def test_gap_is_credited_to_the_earlier_heartbeat(db):
@@ -99,7 +104,7 @@ def test_users_do_not_interleave(db):
 def test_equal_times_are_ordered_by_dedup_hash(db):
     items = [beat("x", T0, "web"), beat("y", T0, "api"), beat("z", T0 + 50, "web")]
     with db.begin() as conn:
-        store_heartbeats(conn, validate_heartbeats(items).accepted)
+        store_heartbeats(conn, validate_heartbeats(items).accepted, timeout_us=900_000_000)
         order = [
             e
             for (e,) in conn.execute(

@@ -105,7 +105,7 @@ def test_duplicates_are_stored_once_whatever_their_other_fields(db):
         {**BASE, "time": 1_700_000_000.1234562},  # the same microsecond
     ]
     with db.begin() as conn:
-        result = store_heartbeats(conn, validate_heartbeats(items, now=NOW).accepted)
+        result = store_heartbeats(conn, validate_heartbeats(items, now=NOW).accepted, timeout_us=900_000_000)
         assert (result.received, result.inserted) == (4, 1)
         stored = conn.execute(sa.text("SELECT dedup_hash, lineno FROM heartbeats")).one()
     assert bytes(stored.dedup_hash) == reference_identity(validate_heartbeat(BASE, now=NOW))

@@ -1,6 +1,8 @@
-"""One user-day whose derived rows cannot be computed holds back nobody else: the message it
-was in is retried per user, then per day, and only that user-day is set aside and dead-lettered
-with its reason, where `hbw status`, a reprocess run and `hbw dlq retry` find it."""
+"""One user whose derived rows cannot be written holds back nobody else: the live update that
+covered many users is retried per user, and only that user's deltas are set aside and the message
+dead-lettered with the reason; a reprocess of that user-day is retried per user, then per day, and
+only that user-day is set aside and dead-lettered; `hbw status`, the reprocess run and
+`hbw dlq retry` find them."""
 
 from __future__ import annotations
 
@@ -54,20 +56,20 @@ def test_a_failing_user_day_is_set_aside_and_the_others_are_computed(db, setting
         enqueue_heartbeats(items, batch_size=1000, broker=broker)  # one message: every user-day in it
         drain(settings, timeout=60)  # ends: nothing is retried for ever, nothing resent by the sweeper
 
-        # Everything is computed but the one user-day's projects (its languages and editors too).
+        # Everything is computed but the one user's projects (its languages and editors too).
         assert diff(reference.compute(items), snapshot(db)) == [
             f"projects: keys differ: missing [('{POISON}', 'p')], extra []",
-            "1 recomputations still pending",
+            "1 derived updates still pending",
         ]
         _, letters = cli_json(capsys, "dlq", "list")
         [letter] = letters
-        assert letter["queue"] == "projects" and letter["args"] == [[[POISON, str(day)]]]
-        assert letter["error"] == (f"PoisonMessage: projects of user '{POISON}' on {day} fails by itself: "
+        assert (letter["queue"], letter["actor"]) == ("projects", "update_projects")
+        assert letter["error"] == (f"PoisonMessage: projects of user '{POISON}' fails by itself: "
                                    "RaiseException: this row cannot be written")  # fmt: skip
         _, status = cli_json(capsys, "status")
         assert (status["pending_recomputes"], status["failed_recomputes"]) == (0, 1)
 
-        # The daily job tries it again and reports the failure as soon as it is known.
+        # The daily job tries the user-day again and reports the failure as soon as it is known.
         stop, worker = running_worker(settings)
         try:
             code = cli.main(["reprocess", "--date", str(day), "--user", POISON, "--wait", "--timeout", "120"])
@@ -76,6 +78,11 @@ def test_a_failing_user_day_is_set_aside_and_the_others_are_computed(db, setting
         finally:
             stop.set()
             worker.join(60)
+        _, letters = cli_json(capsys, "dlq", "list")
+        [recomputing] = [letter for letter in letters if letter["queue"] == "recompute"]
+        assert recomputing["args"] == [[[POISON, str(day)]]]
+        assert recomputing["error"] == (f"PoisonMessage: recomputing user '{POISON}' on {day} fails by itself: "
+                                        "RaiseException: this row cannot be written")  # fmt: skip
     finally:
         with db.begin() as conn:
             conn.execute(sa.text(MEND))

@@ -59,8 +59,8 @@ def test_verify_finds_hand_made_drift_and_passes_after_reprocess(db, settings, p
         conn.execute(
             sa.text(
                 "INSERT INTO user_agents (user_id, user_agent, agent_key, first_seen_at, last_seen_at, "
-                "total_seconds, heartbeat_count) "
-                "VALUES ('user-001', 'ghost/1.0', hbw_text_key('ghost/1.0'), now(), now(), 1, 1)"
+                "total_seconds, coding_us, heartbeat_count) "
+                "VALUES ('user-001', 'ghost/1.0', hbw_text_key('ghost/1.0'), now(), now(), 1, 1000000, 1)"
             )
         )
     code, report = verify(capsys)
@@ -101,8 +101,8 @@ def test_verify_skips_user_days_with_pending_work(db, settings, populated, capsy
         ).one()
         conn.execute(sa.text("UPDATE project_days SET coding_us = 0 WHERE user_id = :u AND day = :d"),
                      {"u": user_id, "d": day})  # fmt: skip
-        conn.execute(sa.text("INSERT INTO pending_recomputes (job, user_id, day, enqueued_at) "
-                             "VALUES ('projects', :u, :d, now())"), {"u": user_id, "d": day})  # fmt: skip
+        conn.execute(sa.text("INSERT INTO derived_deltas (job, user_id, day, name, coding_us, heartbeat_count) "
+                             "VALUES ('projects', :u, :d, 'p', 0, 0)"), {"u": user_id, "d": day})  # fmt: skip
     code, report = verify(capsys, "--date", str(day))
     assert code == 0 and report["pending_user_days"] >= 1 and report["pending_users"] >= 1
 

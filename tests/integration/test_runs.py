@@ -122,7 +122,7 @@ def test_backfill_killed_mid_way_resumes_and_converges(db, settings, broker, tmp
     drain(settings)
     with db.begin() as conn:  # forget the derived rows, so only the backfill can bring them back
         conn.execute(sa.text("TRUNCATE project_days, language_days, user_agent_days, projects, "
-                             "project_languages, user_agents, pending_recomputes"))  # fmt: skip
+                             "project_languages, user_agents, stale_days, derived_deltas"))  # fmt: skip
         total = conn.execute(sa.text("SELECT count(*) FROM user_days")).scalar_one()
     assert total > 60
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import drain, free_port
 from worker import cli
 from worker import status as status_
-from worker.messages import QUEUES, recompute_message, store_message
+from worker.messages import QUEUES, store_message, update_message
 from worker.producer import enqueue_heartbeats
 
 NOW = time.time()
@@ -43,7 +43,7 @@ def test_status_reports_a_known_queue_state(db, broker, settings, capsys):
         broker.enqueue(message)
     # 2 delayed derived jobs
     for _ in range(2):
-        broker.enqueue(recompute_message("projects", [("ops", _today())]), delay=60_000)
+        broker.enqueue(update_message("projects"), delay=60_000)
     # 1 dead letter on the languages queue
     client.zadd(f"{ns}:languages.XQ", {"dead-1": now * 1000})
     client.hset(f"{ns}:languages.XQ.msgs", "dead-1", b"{}")
@@ -57,8 +57,7 @@ def test_status_reports_a_known_queue_state(db, broker, settings, capsys):
     status_.count(client, ns, {"processed.heartbeats": 40, "stored": 12_345}, now=now - 15)
     status_.count(client, ns, {"processed.heartbeats": 7}, now=now - 300)
     with db.begin() as conn:
-        conn.execute(sa.text("INSERT INTO pending_recomputes (job, user_id, day) VALUES ('projects', 'ops', :d)"),
-                     {"d": _today()})  # fmt: skip
+        conn.execute(sa.text("INSERT INTO stale_days (user_id, day) VALUES ('ops', :d)"), {"d": _today()})
         conn.execute(sa.text(
             "INSERT INTO reprocess_runs (run_key, kind, since, until, status, user_days, started_at, finished_at) "
             "VALUES ('reprocess:2026-11-01', 'reprocess', '2026-11-01', '2026-11-01', 'done', 42, "
@@ -143,8 +142,9 @@ def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, sett
     assert delta("dramatiq_message_rejects_total", **store) == 1
     assert delta("dramatiq_message_duration_milliseconds_count", **store) == 5
     for job in ("projects", "languages", "user_agents"):
-        assert delta("hbw_recomputed_user_days_total", job=job) >= 1
-        assert delta("hbw_recompute_duration_seconds_count", job=job) >= 1
+        assert delta("hbw_derived_duration_seconds_count", job=job) >= 1
+    for job in ("projects", "languages"):  # (these heartbeats have no user agent)
+        assert delta("hbw_updated_users_total", job=job) >= 1
     assert value(after, "hbw_redis_up") == 1
     assert value(after, "hbw_queue_dead_lettered", queue_name="heartbeats") == 1
     assert value(after, "hbw_queue_ready", queue_name="heartbeats") == 0

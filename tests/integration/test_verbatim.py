@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobs.heartbeat import validate_heartbeats
-from jobs.recompute import recompute
 from jobs.store import store_heartbeats
+from tests.derive import apply_all
 
 NASTY = [
     "'); DROP TABLE heartbeats; --", '" OR 1=1 --', "%s", "%(user_ids)s", ":user_ids", "$1", "\\", "\\x00",
@@ -41,12 +41,8 @@ def test_names_are_stored_verbatim(db, project, language, branch, entity, agent,
         return
     hb = validated.accepted[0]
     with db.begin() as conn:
-        store_heartbeats(conn, validated.accepted)
-        day = conn.execute(
-            sa.text("SELECT day FROM user_days WHERE user_id = :u"), {"u": user_id}
-        ).scalar_one()
-        for job in ("projects", "languages", "user_agents"):
-            recompute(conn, job, [(user_id, day)], timeout_us=900_000_000)
+        store_heartbeats(conn, validated.accepted, timeout_us=900_000_000)
+        apply_all(conn)
         stored = conn.execute(sa.text("SELECT entity, project, language, branch, user_agent FROM heartbeats "
                                       "WHERE user_id = :u"), {"u": user_id}).all()  # fmt: skip
         assert {tuple(row) for row in stored} == {

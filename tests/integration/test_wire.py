@@ -79,7 +79,7 @@ def test_a_throws_option_cannot_kill_worker_threads(db, settings, broker, capsys
             {"options": {"retries": "many"}},
             "malformed message: options.retries must be a non-negative integer",
         ),
-        ({"actor_name": "recompute_projects"}, "malformed message: no actor named 'recompute_projects'"),
+        ({"actor_name": "update_projects"}, "malformed message: no actor named 'update_projects'"),
         (
             {"queue_name": "projects"},
             "malformed message: queue_name 'projects' arrived on queue 'heartbeats'",
@@ -146,13 +146,16 @@ def crafted_options(rng: random.Random) -> object:
 
 def crafted_message(rng: random.Random, items: list) -> tuple[str, dict | bytes]:
     """A message for a queue, with crafted options or a wrong shape; its heartbeats from `items`."""
-    queue = rng.choice(["heartbeats", "heartbeats", "heartbeats.DQ", "projects", "languages.DQ"])
+    queue = rng.choice(["heartbeats", "heartbeats", "heartbeats.DQ", "projects", "languages.DQ", "recompute"])
     if queue.startswith("heartbeats"):
         fields = store_fields(items, queue_name=queue)
-    else:
+    elif queue == "recompute":
         keys = [[item["user_id"], time.strftime("%Y-%m-%d", time.gmtime(item["time"]))] for item in items[:3]]
-        actor = "recompute_projects" if queue == "projects" else "recompute_languages"
-        fields = store_fields(keys, queue_name=queue, actor_name=actor)
+        fields = store_fields(keys, queue_name=queue, actor_name="recompute_days")
+    else:
+        actor = "update_projects" if queue == "projects" else "update_languages"
+        fields = {**store_fields([], queue_name=queue, actor_name=actor), "args": [],
+                  "kwargs": {"users": sorted({item["user_id"] for item in items})}}  # fmt: skip
     fields["options"] = crafted_options(rng)
     shape = rng.random()
     if shape < 0.05:

@@ -6,7 +6,15 @@ import datetime as dt
 
 import pytest
 
-from worker.messages import PoisonMessage, RecomputePayload, StorePayload, parse_payload, recompute_message
+from worker.messages import (
+    PoisonMessage,
+    RecomputePayload,
+    StorePayload,
+    UpdatePayload,
+    parse_payload,
+    recompute_message,
+    update_message,
+)
 
 
 def test_store_payload_positional_or_keyword():
@@ -32,11 +40,31 @@ def test_bad_store_payloads_are_poison(args, kwargs):
 
 
 def test_recompute_payload_round_trips_the_wire_format():
-    message = recompute_message("projects", [("alice", dt.date(2024, 3, 1))])
+    message = recompute_message([("alice", dt.date(2024, 3, 1))])
     assert message.args == ([["alice", "2024-03-01"]],)
-    assert message.queue_name == "projects" and message.actor_name == "recompute_projects"
+    assert message.queue_name == "recompute" and message.actor_name == "recompute_days"
     payload = parse_payload(RecomputePayload, message.args, message.kwargs)
-    assert payload.keys == [("alice", dt.date(2024, 3, 1))]
+    assert payload.keys == [("alice", dt.date(2024, 3, 1))] and not payload.alone
+
+
+def test_update_payload_round_trips_the_wire_format():
+    wake = update_message("projects")
+    assert (wake.queue_name, wake.actor_name, wake.args, wake.kwargs) == (
+        "projects",
+        "update_projects",
+        (),
+        {},
+    )
+    assert parse_payload(UpdatePayload, wake.args, wake.kwargs).users is None
+    retry = update_message("user_agents", ["alice"])
+    assert retry.queue_name == "user_agents" and retry.actor_name == "update_user_agents"
+    assert parse_payload(UpdatePayload, retry.args, retry.kwargs).users == ["alice"]
+
+
+@pytest.mark.parametrize("users", [[], "alice", [1], [""], {"alice": 1}])
+def test_bad_update_payloads_are_poison(users):
+    with pytest.raises(PoisonMessage):
+        parse_payload(UpdatePayload, (), {"users": users})
 
 
 @pytest.mark.parametrize(

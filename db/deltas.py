@@ -1,0 +1,66 @@
+"""The outbox of the live path (table derived_deltas): finding, applying and setting aside the
+deltas the store wrote. See db/sql/deltas.sql."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from db.queries import query
+
+#: Job -> the statement that applies its deltas to its day rows and totals.
+APPLY = {"projects": "apply_project_deltas", "languages": "apply_language_deltas"}
+
+
+def select_delta_users(conn: sa.Connection, job: str, *, limit: int) -> list[str]:
+    """Users with deltas of `job` waiting, from the oldest `limit` rows."""
+    return list(conn.execute(query("select_delta_users"), {"job": job, "limit": limit}).scalars())
+
+
+def try_lock_users(conn: sa.Connection, users: Sequence[tuple[str, int]]) -> list[str]:
+    """Of (user, advisory lock key) pairs, the users whose lock was free (now held to commit)."""
+    if not users:
+        return []
+    params = {"user_ids": [u for u, _ in users], "lock_keys": [k for _, k in users]}
+    return list(conn.execute(query("try_lock_users"), params).scalars())
+
+
+def apply_deltas(conn: sa.Connection, job: str, user_ids: Sequence[str], *, failed: bool = False) -> int:
+    """Apply (and delete) the deltas of `job` for these users; `failed` takes the ones set aside
+    too. Returns the number of delta rows applied. Not for user_agents (two halves, below)."""
+    params = {"user_ids": list(user_ids), "failed": failed}
+    return conn.execute(query(APPLY[job]), params).scalar_one()
+
+
+def apply_user_agent_day_deltas(
+    conn: sa.Connection, user_ids: Sequence[str], *, failed: bool = False
+) -> list[sa.Row]:
+    """The day-row half for user_agents; returns (user_id, user_agent, coding_us,
+    heartbeat_count, first_at, last_at) per user agent, for apply_user_agent_totals."""
+    params = {"user_ids": list(user_ids), "failed": failed}
+    return list(conn.execute(query("apply_user_agent_day_deltas"), params))
+
+
+def apply_user_agent_totals(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows carry user_id, user_agent, coding_us, heartbeat_count, first_at, last_at and the
+    parsed columns of `user_agents`."""
+    if not rows:
+        return
+    plural = {"user_id": "user_ids", "user_agent": "user_agents", "heartbeat_count": "heartbeat_counts",
+              "first_at": "first_ats", "last_at": "last_ats"}  # fmt: skip
+    params = {plural.get(name, name): [row[name] for row in rows] for name in rows[0]}
+    conn.execute(query("apply_user_agent_totals"), params)
+
+
+def mark_failed(conn: sa.Connection, job: str, user_ids: Sequence[str], error: str) -> None:
+    conn.execute(query("mark_deltas_failed"), {"job": job, "user_ids": list(user_ids), "error": error})
+
+
+def select_backlog(conn: sa.Connection) -> dict[str, tuple[int, float | None, int]]:
+    """job -> (deltas waiting, age in seconds of the oldest waiting, deltas failed)."""
+    return {
+        job: (waiting, oldest, failed)
+        for job, waiting, oldest, failed in conn.execute(query("select_delta_backlog"))
+    }
