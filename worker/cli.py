@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"queues: {', '.join(QUEUES)}\n\n"
         "examples:\n  hbw worker --processes 2 --threads 4\n"
         "  hbw worker --queues heartbeats          # ingest only\n"
-        "  hbw worker --queues projects languages user_agents\n"
+        "  hbw worker --queues projects languages user_agents recompute\n"
         "  hbw worker --burst                      # drain everything, then exit 0",
     )
     worker.add_argument("--processes", "-p", type=_positive, help="worker processes (default HBW_PROCESSES)")

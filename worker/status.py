@@ -231,7 +231,7 @@ def render_status(status: Status, max_lag: float, console) -> None:
     console.print(f"redis: {status.redis.get('usage', '?')}")
     console.print(f"heartbeats stored in the last minute: {status.heartbeats_stored_last_minute:,}")
     if status.pending_recomputes is not None:
-        console.print(f"pending recomputations (user-day x job): {status.pending_recomputes:,}")
+        console.print(f"derived work pending (deltas, stale user-days): {status.pending_recomputes:,}")
     if status.failed_recomputes:
         console.print(f"[red]failed recomputations: {status.failed_recomputes:,} (hbw dlq list says why)[/]")
     last = status.last_reprocess
