@@ -111,16 +111,18 @@ def run_all(settings: Settings, args: argparse.Namespace, console: Console) -> d
 # -- set-up -----------------------------------------------------------------------------------
 
 
-def _bench_environment(settings: Settings) -> dict[str, str]:
+def _bench_environment(
+    settings: Settings, database: str = DATABASE, namespace: str = NAMESPACE
+) -> dict[str, str]:
     """A fresh database and a Redis namespace of our own; the environment the workers get."""
     import os
 
-    bench_url = recreate_database(settings.database_url, DATABASE)
+    bench_url = recreate_database(settings.database_url, database)
     env = {
         **os.environ,
         "DATABASE_URL": bench_url,
         "REDIS_URL": settings.redis_url,
-        "HBW_REDIS_NAMESPACE": NAMESPACE,
+        "HBW_REDIS_NAMESPACE": namespace,
         "HBW_LOG_LEVEL": os.environ.get("HBW_LOG_LEVEL", "WARNING"),
     }
     os.environ.update(env)
@@ -167,13 +169,19 @@ def snapshot(engine: sa.Engine) -> dict[str, tuple]:
     return out
 
 
-def wait_drained(engine: sa.Engine, broker: dramatiq.Broker, queues=QUEUES, poll: float = 0.1) -> None:
-    """Until no message is queued, delayed or in flight and no recomputation is pending."""
+def wait_drained(
+    engine: sa.Engine, broker: dramatiq.Broker, queues=QUEUES, poll: float = 0.1, timeout: float | None = None
+) -> bool:
+    """Until no message is queued, delayed or in flight and no recomputation is pending; False
+    if that took longer than `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if queues_empty(broker, queues):
             with engine.connect() as conn:
                 if db_stale.count_pending(conn) == (0, 0) and queues_empty(broker, queues):
-                    return
+                    return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
         time.sleep(poll)
 
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 def hbw_command(*args: str) -> list[str]:
     """`hbw ...` from this environment (the console script next to this interpreter)."""
@@ -19,17 +21,28 @@ def hbw_command(*args: str) -> list[str]:
     return [str(script) if script.exists() else shutil.which("hbw") or "hbw", *args]
 
 
-def children(pid: int) -> list[int]:
-    found = []
+def proc_stat(pid: int | str) -> tuple[str, int, float] | None:
+    """(program name, parent pid, CPU seconds) of a process from /proc/PID/stat, or None if gone.
+    CPU seconds are utime + stime + cutime + cstime: its own and its reaped children's."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+        fields = tail.split()
+        return head.split("(", 1)[1], int(fields[1]), sum(int(v) for v in fields[11:15]) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _all_stats() -> dict[int, tuple[str, int, float]]:
+    stats = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
+        if entry.name.isdigit() and (stat := proc_stat(entry.name)) is not None:
+            stats[int(entry.name)] = stat
+    return stats
+
+
+def children(pid: int) -> list[int]:
+    return [child for child, (_, parent, _) in _all_stats().items() if parent == pid]
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -131,18 +144,38 @@ def cpu_seconds_by_program() -> dict[str, float]:
     backends, autovacuum and parallel workers; the benchmark's, for `--burst` workers). A live
     process's cutime holds only children that ended, so nothing is counted twice.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = tail.split()
-        used = sum(int(value) for value in fields[11:15]) / ticks  # utime, stime, cutime, cstime
-        program = _program(head.split("(", 1)[1])
+    for name, _, used in _all_stats().values():
+        program = _program(name)
         totals[program] = totals.get(program, 0.0) + used
     return totals
+
+
+def cpu_seconds_by_tree(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and all its descendants, ended ones included
+    (as in cpu_seconds_by_program): e.g. {"workers": supervisor pid, "postgres": postmaster pid}.
+
+    Unlike cpu_seconds_by_program this ignores every other process on the machine, so a
+    benchmark's figures hold while other people's tests run beside it (on servers of its own).
+    """
+    stats = _all_stats()
+    kids: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in stats.items():
+        kids.setdefault(parent, []).append(pid)
+    totals = {}
+    for kind, root in roots.items():
+        used, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                used += stats[pid][2]
+                todo.extend(kids.get(pid, ()))
+        totals[kind] = used
+    return totals
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores spent busy since boot, all processes (/proc/stat)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / _TICKS
