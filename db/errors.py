@@ -27,4 +27,6 @@ def is_transient(error: BaseException) -> bool:
     if not isinstance(driver, psycopg.Error):
         return isinstance(error, sa.exc.DisconnectionError | sa.exc.TimeoutError)
     state = driver.sqlstate
-    return state is None or state[:2] in TRANSIENT_CLASSES  # None: no answer from the server at all
+    if state is None:  # not from the server: lost contact (transient), or refused by the driver itself
+        return isinstance(driver, psycopg.OperationalError | psycopg.InterfaceError)
+    return state[:2] in TRANSIENT_CLASSES

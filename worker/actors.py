@@ -22,6 +22,7 @@ when they are declared.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import dramatiq
 import structlog
@@ -33,6 +34,7 @@ from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
 from worker.broker import installed_broker
+from worker.consumer import hand_back, settle, take_ready
 from worker.database import get_engine
 from worker.logs import describe_error, get_logger
 from worker.messages import (
@@ -74,37 +76,85 @@ def _batch_id() -> str | None:
 
 @dramatiq.actor(actor_name=STORE_ACTOR, queue_name=HEARTBEATS_QUEUE, throws=(PoisonMessage,))
 def store_heartbeats(*args, **kwargs) -> None:
-    """Store a batch of heartbeats; valid ones are kept even when others in the batch are not."""
-    payload = parse_payload(StorePayload, args, kwargs)
-    validated = validate_heartbeats(payload.heartbeats)
-    settings = get_settings()
-    with _engine().begin() as conn:
-        result = store_jobs.store_heartbeats(conn, validated.accepted, timeout_us=settings.timeout_us)
-    if validated.accepted:
-        try:  # (also after a redelivery that stored nothing: the first delivery may not have woken them)
-            wake(
-                dramatiq.get_broker(),
-                list(DERIVED),
-                delay_ms=settings.recompute_delay_ms,
-                batch_id=_batch_id(),
-            )
-        except Exception as e:  # committed: the sweeper wakes them later; failing would redo nothing
-            log.warning("derived.wake_deferred", error=describe_error(e))
+    """Store a batch of heartbeats, with the other store messages ready now (or within
+    HBW_STORE_LINGER_MS) in the same transaction; valid heartbeats are kept even when others of
+    their message are not."""
+    own = validate_heartbeats(parse_payload(StorePayload, args, kwargs).heartbeats)
+    settings, broker = get_settings(), dramatiq.get_broker()
+    others = _gather(broker, settings.batch_size - len(own.accepted), settings.store_linger_ms / 1000)
+    try:
+        parts = [(message, _validated(message)) for message in others]
+        accepted = own.accepted + [hb for _, part in parts if part.accepted for hb in part.accepted]
+        with _engine().begin() as conn:
+            result = store_jobs.store_heartbeats(conn, accepted, timeout_us=settings.timeout_us)
+    except Exception:
+        hand_back(broker, HEARTBEATS_QUEUE, others)  # each runs again on its own
+        raise
+    failed = [(m, f"PoisonMessage: {part.reason}") for m, part in parts if part.reason]
+    settle(broker, HEARTBEATS_QUEUE, [m for m, part in parts if not part.reason], failed)
+    try:  # (also after a redelivery that stored nothing: the first delivery may not have woken them)
+        wake(broker, list(DERIVED), delay_ms=settings.recompute_delay_ms, batch_id=_batch_id())
+    except Exception as e:  # committed: the sweeper wakes them later; failing would redo nothing
+        log.warning("derived.wake_deferred", error=describe_error(e))
+    received = len(own.accepted) + len(own.rejected) + sum(part.received for _, part in parts)
+    rejected = len(own.rejected) + sum(part.received - len(part.accepted) for _, part in parts)
+    duplicates = len(accepted) - result.inserted
     # Counts join the message's one summary line (worker.middleware.MessageLog).
-    structlog.contextvars.bind_contextvars(
-        received=len(payload.heartbeats),
-        inserted=result.inserted,
-        duplicates=result.duplicates,
-        rejected=len(validated.rejected),
-    )
-    record_store(dramatiq.get_broker(), inserted=result.inserted, duplicates=result.duplicates,
-                 rejected=len(validated.rejected))  # fmt: skip
-    if validated.rejected:
+    structlog.contextvars.bind_contextvars(received=received, inserted=result.inserted, duplicates=duplicates,
+                                           rejected=rejected, batched_messages=len(others))  # fmt: skip
+    record_store(broker, inserted=result.inserted, duplicates=duplicates, rejected=rejected,
+                 messages=len(others), dead_lettered=len(failed))  # fmt: skip
+    if reason := _rejections(own):
         # The valid ones are stored; the message goes to the dead-letter queue with the reasons,
         # where retrying it stores nothing twice.
-        shown = "; ".join(str(r) for r in validated.rejected[:5])
-        more = f" (and {len(validated.rejected) - 5} more)" if len(validated.rejected) > 5 else ""
-        raise PoisonMessage(f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}")
+        raise PoisonMessage(reason)
+
+
+#: Store messages one transaction takes at most (beside HBW_BATCH_SIZE heartbeats).
+MESSAGES_PER_STORE = 100
+
+
+def _gather(broker, room: int, linger: float) -> list[dramatiq.Message]:
+    """Ready store messages to take along, up to `room` heartbeats; when few are ready, wait up to
+    `linger` seconds for more (checking every 50 ms)."""
+    taken: list[dramatiq.Message] = []
+    deadline = time.monotonic() + linger
+    while room > 0 and len(taken) < MESSAGES_PER_STORE:
+        got = take_ready(broker, HEARTBEATS_QUEUE, min(8, MESSAGES_PER_STORE - len(taken)))
+        taken += got
+        room -= sum(len(m.args[0]) if m.args and isinstance(m.args[0], list) else 1 for m in got)
+        if not got:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return taken
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A taken store message: its valid heartbeats, how many it carried, and why it goes to the dead
+    letters once they are stored (None: it does not)."""
+
+    accepted: list
+    received: int
+    reason: str | None
+
+
+def _validated(message: dramatiq.Message) -> _Part:
+    try:
+        heartbeats = parse_payload(StorePayload, message.args, message.kwargs).heartbeats
+    except PoisonMessage as e:
+        return _Part([], 0, str(e))
+    validated = validate_heartbeats(heartbeats)
+    return _Part(validated.accepted, len(heartbeats), _rejections(validated))
+
+
+def _rejections(validated) -> str | None:
+    if not validated.rejected:
+        return None
+    shown = "; ".join(str(r) for r in validated.rejected[:5])
+    more = f" (and {len(validated.rejected) - 5} more)" if len(validated.rejected) > 5 else ""
+    return f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}"
 
 
 def _update(job: str, args: tuple, kwargs: dict) -> None:

@@ -71,6 +71,18 @@ class HbwRedisBroker(RedisBroker):
         pairs = zip(reply[::2], reply[1::2], strict=True)
         return [(redis_id.decode(), data) for redis_id, data in pairs if data is not None]
 
+    def ack_many(self, queue_name: str, redis_ids: list[str]) -> None:
+        """Ack several messages in one round trip (a batch's, worker.consumer.settle)."""
+        if not redis_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for redis_id in redis_ids:
+            self.scripts["dispatch"](keys=[self.namespace], client=pipe, args=[
+                "ack", 0, queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl, 0,
+                self._max_unpack_size(), redis_id,
+            ])  # fmt: skip
+        pipe.execute()
+
     def beat(self, health: dict | None = None) -> None:
         """Tell the other processes this worker is alive, and how it is (worker.liveness).
 

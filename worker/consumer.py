@@ -9,6 +9,10 @@
   options the worker takes from the wire. Anything else (undecodable bytes, wrong shapes, options
   such as ``throws`` that would make Dramatiq's worker thread raise) is dead-lettered here, at once,
   with the reason: no message can kill a thread or wedge a queue.
+* **Batches.** The ``heartbeats`` queue is fetched one message at a time: the store actor takes
+  the other ready store messages itself (:func:`take_ready`), stores them all in one transaction
+  and only then acks each (:func:`settle`), so live traffic of small messages costs one
+  transaction per batch instead of one per message.
 * **Recovery.** When Redis goes away, messages stay in this live worker's ack set that no thread of
   it will ever process, so nothing rescues them until the worker dies: those a consumer had
   prefetched, the delayed messages a delay-queue consumer held, and those a fetch took just before
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import ClassVar
 
 import dramatiq
 import redis
@@ -31,25 +34,89 @@ from dramatiq.errors import ConnectionClosed
 
 from worker.deadletters import record_error
 from worker.logs import describe_error, get_logger
-from worker.messages import MalformedMessage, admit
+from worker.messages import HEARTBEATS_QUEUE, MalformedMessage, admit
 
 log = get_logger("hbw.consumer")
+
+
+#: (worker id, queue) -> Redis ids this process's consumers (and batches) handed to the worker
+#: threads and have not acked or nacked yet: running, or waiting for a thread. They belong in the
+#: ack set.
+_TAKEN: dict[tuple[str, str], set[str]] = {}
+
+
+def _taken(broker, queue: str) -> set[str]:
+    return _TAKEN.setdefault((broker.broker_id, queue), set())
+
+
+def reject(broker, queue: str, redis_id: str, reason: str) -> None:
+    """Dead-letter a fetched message, with the reason."""
+    broker.do_nack(queue, redis_id)
+    record_error(broker, queue, redis_id, error=reason)
+    _taken(broker, queue).discard(redis_id)
+    log.error("message.dead_lettered", queue=queue, redis_message_id=redis_id, error=reason)
+
+
+def _admit(broker, queue: str, redis_id: str, data: bytes) -> dramatiq.Message | None:
+    """The message a worker may run, or None after dead-lettering what no worker may run."""
+    try:
+        fields = dramatiq.get_encoder().decode(data)
+        return admit(fields, queue=queue, actors=broker.actors, redis_id=redis_id)
+    except MalformedMessage as e:
+        reject(broker, queue, redis_id, str(e))
+    except Exception as e:  # undecodable (DecodeError), or anything the encoder raises
+        reject(broker, queue, redis_id, f"undecodable message: {describe_error(getattr(e, 'error', e))}")
+    return None
+
+
+def take_ready(broker, queue: str, count: int) -> list[dramatiq.Message]:
+    """Up to `count` ready messages of `queue`, taken into this worker's ack set for a thread that is
+    already running one (a batch); malformed ones are dead-lettered. The caller settles them."""
+    taken = []
+    for redis_id, data in broker.fetch(queue, count):
+        if (message := _admit(broker, queue, redis_id, data)) is not None:
+            _taken(broker, queue).add(redis_id)
+            taken.append(message)
+    return taken
+
+
+def settle(
+    broker, queue: str, done: list[dramatiq.Message], failed: list[tuple[dramatiq.Message, str]]
+) -> None:
+    """After the batch's commit: ack what is done, dead-letter what failed (with the reason). If
+    Redis fails meanwhile, what is not settled is no longer this process's to keep: a consumer that
+    replaces the failed one hands it back (it runs again, which the store absorbs)."""
+    ids = [m.options["redis_message_id"] for m in done] + [m.options["redis_message_id"] for m, _ in failed]
+    try:
+        broker.ack_many(queue, [m.options["redis_message_id"] for m in done])
+        _taken(broker, queue).difference_update(m.options["redis_message_id"] for m in done)
+        for message, reason in failed:
+            reject(broker, queue, message.options["redis_message_id"], reason)
+    except Exception:
+        _taken(broker, queue).difference_update(ids)
+        raise
+
+
+def hand_back(broker, queue: str, messages: list[dramatiq.Message]) -> None:
+    """The batch failed: its taken messages go back on their queue, to be run on their own."""
+    ids = [message.options["redis_message_id"] for message in messages]
+    if ids:
+        broker.do_requeue(queue, *ids)
+        _taken(broker, queue).difference_update(ids)
 
 
 class HbwConsumer(_RedisConsumer):
     """A consumer of one queue; ``message_cache`` holds fetched ``(redis id, data)`` pairs."""
 
-    #: (worker id, queue) -> Redis ids this process's consumers handed to the worker threads and
-    #: have not acked or nacked yet: running, or waiting for a thread. They belong in the ack set.
-    _taken: ClassVar[dict[tuple[str, str], set[str]]] = {}
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, broker, queue_name, prefetch, timeout) -> None:
+        if queue_name == HEARTBEATS_QUEUE:  # one at a time: the store actor batches the rest
+            prefetch = 1
+        super().__init__(broker, queue_name, prefetch, timeout)
         self._recovered = False
 
     @property
     def _taken_ids(self) -> set[str]:
-        return self._taken.setdefault((self.broker.broker_id, self.queue_name), set())
+        return _taken(self.broker, self.queue_name)
 
     def close(self) -> None:
         held = [redis_id for redis_id, _ in self.message_cache]
@@ -78,24 +145,6 @@ class HbwConsumer(_RedisConsumer):
             self.broker.do_requeue(self.queue_name, *sorted(lost))
         self._recovered = True
 
-    def _reject(self, redis_id: str, reason: str) -> None:
-        """Dead-letter a fetched message that no worker thread may see, with the reason."""
-        self.broker.do_nack(self.queue_name, redis_id)
-        record_error(self.broker, self.queue_name, redis_id, error=reason)
-        log.error("message.dead_lettered", queue=self.queue_name, redis_message_id=redis_id, error=reason)
-
-    def _admit(self, redis_id: str, data: bytes) -> dramatiq.MessageProxy | None:
-        try:
-            fields = dramatiq.get_encoder().decode(data)
-            message = admit(fields, queue=self.queue_name, actors=self.broker.actors, redis_id=redis_id)
-        except MalformedMessage as e:
-            self._reject(redis_id, str(e))
-            return None
-        except Exception as e:  # undecodable (DecodeError), or anything the encoder raises
-            self._reject(redis_id, f"undecodable message: {describe_error(getattr(e, 'error', e))}")
-            return None
-        return dramatiq.MessageProxy(message)
-
     def __next__(self):
         try:
             if not self._recovered:
@@ -103,9 +152,10 @@ class HbwConsumer(_RedisConsumer):
             while True:
                 if self.message_cache:
                     redis_id, data = self.message_cache.pop(0)
-                    proxy = self._admit(redis_id, data)
-                    if proxy is None:
+                    message = _admit(self.broker, self.queue_name, redis_id, data)
+                    if message is None:
                         continue
+                    proxy = dramatiq.MessageProxy(message)
                     self.misses = 0
                     self.queued_message_ids.add(proxy.message_id)
                     self._taken_ids.add(redis_id)

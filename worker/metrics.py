@@ -10,7 +10,9 @@ scrape time (Dramatiq's middleware has none of them), so every replica reports t
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 import time
 
 import dramatiq
@@ -22,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from worker import status as status_
 from worker.liveness import read_workers
 from worker.logs import describe_error, get_logger
+from worker.messages import HEARTBEATS_QUEUE, STORE_ACTOR
 from worker.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
@@ -44,6 +47,9 @@ HEARTBEATS = Counter(
     "hbw_heartbeats", "Heartbeats seen by the store, by outcome: stored, duplicate, rejected.", ["outcome"]
 )
 UPDATED = Counter("hbw_updated_users", "Users whose deltas a derived job applied.", ["job"])
+BATCHED = Counter(
+    "hbw_batched_messages", "Store messages stored in another one's transaction (not in dramatiq_messages)."
+)
 RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days recomputed from the raw heartbeats.")
 DERIVED_SECONDS = Histogram(
     "hbw_derived_duration_seconds",
@@ -70,29 +76,77 @@ class Metrics(Middleware):
         if exception is not None:
             ERRORS.labels(*labels).inc()
             (REJECTS if message.failed else RETRIES).labels(*labels).inc()
-        self._count(broker, {f"processed.{message.queue_name}": 1})
+        TALLY.add(broker, {f"processed.{message.queue_name}": 1})
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         message.options.pop("hbw_metrics_started", None)
         if message.failed:
             REJECTS.labels(message.queue_name, message.actor_name).inc()
 
-    @staticmethod
-    def _count(broker: dramatiq.Broker, amounts: dict[str, int]) -> None:
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        TALLY.start(broker)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        TALLY.stop(broker)
+
+
+class Tally:
+    """The counters `hbw status` reads (worker.status.count), added up in this process and written
+    to Redis once a second: a round trip per message was a large share of a small message's cost."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+
+    def add(self, broker: dramatiq.Broker, amounts: dict[str, int]) -> None:
+        with self._lock:
+            self._pending.update({name: n for name, n in amounts.items() if n})
+
+    def flush(self, broker: dramatiq.Broker) -> None:
+        with self._lock:
+            amounts, self._pending = dict(self._pending), collections.Counter()
         client = getattr(broker, "client", None)
-        if client is None:
+        if not amounts or client is None:
             return
         try:
             status_.count(client, broker.namespace, amounts)
-        except Exception as e:  # statistics must never fail a message
+        except Exception as e:  # statistics must never fail anything; these are lost
             log.warning("metrics.count_failed", error=describe_error(e))
 
+    def start(self, broker: dramatiq.Broker) -> None:
+        self._stop = stop = threading.Event()
+        threading.Thread(target=self._run, args=(broker, stop), name="status-tally", daemon=True).start()
 
-def record_store(broker: dramatiq.Broker, *, inserted: int, duplicates: int, rejected: int) -> None:
+    def _run(self, broker: dramatiq.Broker, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            self.flush(broker)
+
+    def stop(self, broker: dramatiq.Broker) -> None:
+        self._stop.set()
+        self.flush(broker)
+
+
+TALLY = Tally()
+
+
+def record_store(
+    broker: dramatiq.Broker,
+    *,
+    inserted: int,
+    duplicates: int,
+    rejected: int,
+    messages: int = 0,
+    dead_lettered: int = 0,
+) -> None:
+    """A store transaction's counts; `messages`: the store messages it took along beside its own,
+    `dead_lettered` of them."""
+    BATCHED.inc(messages)
+    REJECTS.labels(HEARTBEATS_QUEUE, STORE_ACTOR).inc(dead_lettered)
     HEARTBEATS.labels("stored").inc(inserted)
     HEARTBEATS.labels("duplicate").inc(duplicates)
     HEARTBEATS.labels("rejected").inc(rejected)
-    Metrics._count(broker, {"stored": inserted})
+    TALLY.add(broker, {"stored": inserted, "processed.heartbeats": messages})
 
 
 def record_update(job: str, users: int, seconds: float) -> None:

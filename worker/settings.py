@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: Derived jobs run this long after the first store that needs them; stores of the same
     #: user-day meanwhile ride along instead of each triggering a recomputation (debounce).
     recompute_delay_ms: int = Field(default=2_000, ge=0, le=600_000)
+    #: A store takes the other ready store messages along, up to HBW_BATCH_SIZE heartbeats, and
+    #: waits up to this long for more when there are few (live traffic: many small messages share
+    #: one transaction; a backlog never waits).
+    store_linger_ms: int = Field(default=500, ge=0, le=10_000)
 
     #: The embedded default (used when DATABASE_URL / REDIS_URL are not set): where the servers
     #: keep their data (default: worker.embedded.default_data_dir()), and their ports.

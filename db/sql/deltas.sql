@@ -116,7 +116,7 @@ WITH claimed AS (
 )
 SELECT user_id, name AS user_agent, sum(coding_us)::bigint AS coding_us,
        sum(heartbeat_count)::bigint AS heartbeat_count,
-       min(first_at) AS first_at, max(last_at) AS last_at
+       nullif(min(first_at), 'infinity') AS first_at, nullif(max(last_at), '-infinity') AS last_at
 FROM days GROUP BY user_id, name ORDER BY user_id, name
 
 -- name: apply_user_agent_totals
@@ -141,7 +141,8 @@ INSERT INTO user_agents AS u
      first_seen_at, last_seen_at, total_seconds, coding_us, heartbeat_count)
 SELECT user_id, user_agent, agent_key, editor, editor_version, plugin, plugin_version, cli_version, os,
        is_browser_extension, version_major, version_minor, version_patch, version_prerelease,
-       first_at, last_at, hbw_seconds(coding_us), coding_us, heartbeat_count
+       coalesce(first_at, 'infinity'), coalesce(last_at, '-infinity'), hbw_seconds(coding_us), coding_us,
+       heartbeat_count
 FROM totals ORDER BY user_id, agent_key
 ON CONFLICT (user_id, agent_key) DO UPDATE
 SET coding_us = u.coding_us + excluded.coding_us, total_seconds = hbw_seconds(u.coding_us + excluded.coding_us),

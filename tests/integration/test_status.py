@@ -138,9 +138,10 @@ def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, sett
     assert delta("hbw_heartbeats_total", outcome="duplicate") == 6
     assert delta("hbw_heartbeats_total", outcome="rejected") == 1
     store = {"queue_name": "heartbeats", "actor_name": "store_heartbeats"}
-    assert delta("dramatiq_messages_total", **store) == 5
+    ran = delta("dramatiq_messages_total", **store)  # the others were stored in their transactions
+    assert ran >= 1 and ran + delta("hbw_batched_messages_total") == 5
     assert delta("dramatiq_message_rejects_total", **store) == 1
-    assert delta("dramatiq_message_duration_milliseconds_count", **store) == 5
+    assert delta("dramatiq_message_duration_milliseconds_count", **store) == ran
     for job in ("projects", "languages", "user_agents"):
         assert delta("hbw_derived_duration_seconds_count", job=job) >= 1
     for job in ("projects", "languages"):  # (these heartbeats have no user agent)
@@ -176,8 +177,10 @@ def test_hbw_worker_with_two_processes_serves_their_summed_metrics(db, broker, s
                 break
             time.sleep(0.3)
         assert value(samples, "hbw_heartbeats_total", outcome="stored") == 200
-        assert value(samples, "dramatiq_messages_total", queue_name="heartbeats",
-                     actor_name="store_heartbeats") == 20  # fmt: skip
+        ran = value(
+            samples, "dramatiq_messages_total", queue_name="heartbeats", actor_name="store_heartbeats"
+        )
+        assert ran + value(samples, "hbw_batched_messages_total") == 20
         assert value(samples, "hbw_workers", state="alive") == 2
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -70,10 +70,13 @@ def test_applying_deltas_again_adds_nothing(db):
 
 
 def test_out_of_order_heartbeats_move_the_credit_exactly(db):
+    # (another editor and language in the middle: deltas that only move a credit away from a row)
+    other = [{**hb, "user_agent": "emacs/29.1", "language": "Go"} for hb in items(150, 310, project="api")]
     batches = [
         items(0, 300),
         items(120, project="api"),
         items(60),
+        other,
         items(1500),
         items(301, 299, project="api"),
     ]

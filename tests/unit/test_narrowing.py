@@ -43,6 +43,7 @@ def wrapped(error: Exception) -> sa.exc.DBAPIError:
         (psycopg.errors.QueryCanceled(), True),  # statement timeout
         (psycopg.errors.LockNotAvailable(), True),
         (psycopg.OperationalError("connection to server at 127.0.0.1 failed"), True),  # no SQLSTATE
+        (psycopg.DataError("timestamp too large (after year 10K)"), False),  # the driver's own, no SQLSTATE
         (psycopg.errors.ProgramLimitExceeded(), False),  # an index row too large
         (psycopg.errors.StringDataRightTruncation(), False),
         (psycopg.errors.RaiseException(), False),
