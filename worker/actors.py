@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 import dramatiq
+import redis
 import structlog
 
 from db.deltas import select_delta_users
@@ -91,7 +92,10 @@ def store_heartbeats(*args, **kwargs) -> None:
         hand_back(broker, HEARTBEATS_QUEUE, others)  # each runs again on its own
         raise
     failed = [(m, f"PoisonMessage: {part.reason}") for m, part in parts if part.reason]
-    settle(broker, HEARTBEATS_QUEUE, [m for m, part in parts if not part.reason], failed)
+    try:
+        settle(broker, HEARTBEATS_QUEUE, [m for m, part in parts if not part.reason], failed)
+    except redis.RedisError as e:  # committed: the consumer hands the unsettled ones back, which run again
+        log.warning("batch.settle_deferred", messages=len(others), error=describe_error(e))
     try:  # (also after a redelivery that stored nothing: the first delivery may not have woken them)
         wake(broker, list(DERIVED), delay_ms=settings.recompute_delay_ms, batch_id=_batch_id())
     except Exception as e:  # committed: the sweeper wakes them later; failing would redo nothing
@@ -120,7 +124,11 @@ def _gather(broker, room: int, linger: float) -> list[dramatiq.Message]:
     taken: list[dramatiq.Message] = []
     deadline = time.monotonic() + linger
     while room > 0 and len(taken) < MESSAGES_PER_STORE:
-        got = take_ready(broker, HEARTBEATS_QUEUE, min(8, MESSAGES_PER_STORE - len(taken)))
+        try:
+            got = take_ready(broker, HEARTBEATS_QUEUE, min(8, MESSAGES_PER_STORE - len(taken)))
+        except redis.RedisError as e:  # Redis away: store what was taken (the rest is handed back later)
+            log.warning("batch.gather_stopped", taken=len(taken), error=describe_error(e))
+            break
         taken += got
         room -= sum(len(m.args[0]) if m.args and isinstance(m.args[0], list) else 1 for m in got)
         if not got:

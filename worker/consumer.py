@@ -16,9 +16,10 @@
 * **Recovery.** When Redis goes away, messages stay in this live worker's ack set that no thread of
   it will ever process, so nothing rescues them until the worker dies: those a consumer had
   prefetched, the delayed messages a delay-queue consumer held, and those a fetch took just before
-  Redis died without its reply arriving (with ``appendfsync always`` the fetch survives the crash).
-  The consumer that replaces it hands back every id in its ack set that this process did not hand
-  to a worker thread (or, on a delay queue, every id), before it fetches anything.
+  Redis died without its reply arriving (with ``appendfsync always`` the fetch survives the crash),
+  and those a batch took but could not settle. The consumer that replaces it (or, for a batch, the
+  queue's consumer at its next poll) hands back every id in its ack set that this process did not
+  hand to a worker thread (or, on a delay queue, every id), before it fetches anything.
 """
 
 from __future__ import annotations
@@ -45,8 +46,19 @@ log = get_logger("hbw.consumer")
 _TAKEN: dict[tuple[str, str], set[str]] = {}
 
 
+#: (worker id, queue) pairs whose consumer must look for messages this process holds but no
+#: thread has (set when a batch could not settle or hand back its messages: Redis was away).
+_LOST: set[tuple[str, str]] = set()
+
+
 def _taken(broker, queue: str) -> set[str]:
     return _TAKEN.setdefault((broker.broker_id, queue), set())
+
+
+def _let_go(broker, queue: str, ids: list[str]) -> None:
+    """These taken messages could not be settled: the queue's consumer hands them back."""
+    _taken(broker, queue).difference_update(ids)
+    _LOST.add((broker.broker_id, queue))
 
 
 def reject(broker, queue: str, redis_id: str, reason: str) -> None:
@@ -73,7 +85,12 @@ def take_ready(broker, queue: str, count: int) -> list[dramatiq.Message]:
     """Up to `count` ready messages of `queue`, taken into this worker's ack set for a thread that is
     already running one (a batch); malformed ones are dead-lettered. The caller settles them."""
     taken = []
-    for redis_id, data in broker.fetch(queue, count):
+    try:
+        fetched = broker.fetch(queue, count)
+    except Exception:  # the fetch may have taken messages whose reply never came: look for them
+        _LOST.add((broker.broker_id, queue))
+        raise
+    for redis_id, data in fetched:
         if (message := _admit(broker, queue, redis_id, data)) is not None:
             _taken(broker, queue).add(redis_id)
             taken.append(message)
@@ -93,16 +110,20 @@ def settle(
         for message, reason in failed:
             reject(broker, queue, message.options["redis_message_id"], reason)
     except Exception:
-        _taken(broker, queue).difference_update(ids)
+        _let_go(broker, queue, ids)
         raise
 
 
 def hand_back(broker, queue: str, messages: list[dramatiq.Message]) -> None:
     """The batch failed: its taken messages go back on their queue, to be run on their own."""
     ids = [message.options["redis_message_id"] for message in messages]
-    if ids:
-        broker.do_requeue(queue, *ids)
-        _taken(broker, queue).difference_update(ids)
+    try:
+        if ids:
+            broker.do_requeue(queue, *ids)
+            _taken(broker, queue).difference_update(ids)
+    except Exception as e:  # Redis away: the consumer hands them back once it is there again
+        _let_go(broker, queue, ids)
+        log.warning("batch.hand_back_deferred", queue=queue, messages=len(ids), error=describe_error(e))
 
 
 class HbwConsumer(_RedisConsumer):
@@ -136,18 +157,20 @@ class HbwConsumer(_RedisConsumer):
         self._taken_ids.discard(message.options["redis_message_id"])
 
     def _recover(self) -> None:
-        """Hand back what an earlier consumer of this queue, in this process, left behind."""
+        """Hand back what an earlier consumer (or a batch) of this queue, in this process, left behind."""
+        _LOST.discard((self.broker.broker_id, self.queue_name))  # (a batch failing from now on sets it again)
         key = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
         held = {member.decode() for member in self.broker.client.smembers(key)}
         # On a delay queue, whatever this worker holds lived only in the previous consumer.
         lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids
+        lost -= {redis_id for redis_id, _ in self.message_cache}  # (still to be handed out)
         if lost:
             self.broker.do_requeue(self.queue_name, *sorted(lost))
         self._recovered = True
 
     def __next__(self):
         try:
-            if not self._recovered:
+            if not self._recovered or (self.broker.broker_id, self.queue_name) in _LOST:
                 self._recover()
             while True:
                 if self.message_cache:

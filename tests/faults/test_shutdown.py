@@ -26,6 +26,15 @@ def held_by_anyone(broker, queue: str) -> int:
     )
 
 
+def waits_for_a_lock(engine) -> bool:
+    """Some worker's statement is blocked on an advisory lock (the one the Blocker holds)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%pg_advisory_xact_lock%' AND pid <> pg_backend_pid()"
+        )).scalar_one())  # fmt: skip
+
+
 def wait_until(predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -49,7 +58,7 @@ def test_sigterm_with_a_message_in_flight(faults, overrun):
         for user in users:
             faults.broker.enqueue(update_message("projects", [user]))
         # the projects job of users[0] is running (blocked); the others wait prefetched behind it
-        wait_until(lambda: held_by_anyone(faults.broker, "projects") >= 2)
+        wait_until(lambda: waits_for_a_lock(faults.engine) and held_by_anyone(faults.broker, "projects") >= 2)
         worker.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
         if not overrun:
