@@ -9,14 +9,15 @@
   is the TCP peer's, or X-Forwarded-For's when the peer is a configured trusted proxy
   (HBW_HTTP_TRUSTED_PROXIES, applied by uvicorn before the request reaches the app).
 
-A request of a known key costs one Redis round trip for both checks (as the key's alone did);
-only failures cost more.
+The requests `hbw serve` gathers into one group (worker.http_groups) share one Redis round trip
+for both checks, made by the group's thread, never on the event loop; only failures cost more.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -54,28 +55,41 @@ class Budgets:
     def _failures_key(self, address: str) -> str:
         return f"{self.namespace}:hbw.authfail:{address}"
 
-    def check(self, key_hash: bytes, address: str) -> None:
-        """Count a request of an authenticated key; raises RateLimited over either budget."""
-        if not self.per_key and not self.failures:
-            return
+    def check_many(self, requests: Sequence[tuple[bytes, str]]) -> list[RateLimited | None]:
+        """Count requests of authenticated keys, (key hash, client address) each, in one round trip;
+        for each, the RateLimited it is refused with over either budget, or None. Two requests of
+        one key count in order, as if they had come one after the other."""
+        if not (self.per_key or self.failures) or not requests:
+            return [None] * len(requests)
         now = time.time()
         window = int(now // 60)
-        name = f"{self.namespace}:hbw.rate:{key_hash[:8].hex()}:{window}"
         pipe = self.client.pipeline(transaction=False)
-        if self.per_key:
-            pipe.incr(name)
-            pipe.expire(name, 120)
-        if self.failures:
-            pipe.get(self._failures_key(address))
-            pipe.ttl(self._failures_key(address))
+        for key_hash, address in requests:
+            if self.per_key:
+                name = f"{self.namespace}:hbw.rate:{key_hash[:8].hex()}:{window}"
+                pipe.incr(name)
+                pipe.expire(name, 120)
+            if self.failures:
+                pipe.get(self._failures_key(address))
+                pipe.ttl(self._failures_key(address))
         replies = pipe.execute()
-        if self.per_key and replies[0] > self.per_key:
-            raise RateLimited(
-                f"rate limit: more than {self.per_key} requests per minute for this key",
-                int((window + 1) * 60 - now) + 1,
-            )
-        if self.failures:
-            self._refuse_if_over(int(replies[-2] or 0), replies[-1])
+        per_request = len(replies) // len(requests)
+        verdicts: list[RateLimited | None] = []
+        for start in range(0, len(replies), per_request):
+            reply = replies[start : start + per_request]
+            try:
+                if self.per_key and reply[0] > self.per_key:
+                    raise RateLimited(
+                        f"rate limit: more than {self.per_key} requests per minute for this key",
+                        int((window + 1) * 60 - now) + 1,
+                    )
+                if self.failures:
+                    self._refuse_if_over(int(reply[-2] or 0), reply[-1])
+            except RateLimited as refused:
+                verdicts.append(refused)
+            else:
+                verdicts.append(None)
+        return verdicts
 
     def check_address(self, address: str) -> None:
         """Raises RateLimited when `address` has used up its failures (before a key lookup)."""

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=30, gt=0)
     #: Failed authentications per client address per minute, then 429 (worker.ratelimit; 0: no limit).
     http_auth_failures_per_minute: int = Field(default=30, ge=0)
+    #: Group commit (worker.http_groups): heartbeats of requests arriving within this many ms of a
+    #: group's first one (up to HBW_BATCH_SIZE of them) go to Redis as one message. 0: one per request.
+    http_group_window_ms: float = Field(default=5, ge=0, le=1_000)
     #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
     #: client. Empty: the TCP peer is the client and X-Forwarded-For is ignored.
     http_trusted_proxies: str = ""

@@ -11,7 +11,8 @@ The user is the owner of the API key (HTTP Basic with the key, as wakatime-cli s
 token, or ``?api_key=``); a ``user_id`` in the body is ignored. A heartbeat without ``user_agent``
 takes the ``User-Agent`` header, one without ``machine`` the ``X-Machine-Name`` header.
 
-A request is answered ``201`` only after its heartbeats are on the queue. When Redis cannot take
+A request is answered ``201`` only after its heartbeats are on the queue, in one message with those
+of the requests that arrived with it (group commit, worker.http_groups). When Redis cannot take
 them the answer is ``503`` (with Retry-After), which wakatime-cli keeps in its offline queue and
 sends again later; if a large request was partly enqueued, the resend is deduplicated downstream.
 Errors are WakaTime's shape, ``{"error": "..."}``: ``401`` bad or missing key (nothing enqueued),
@@ -36,9 +37,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jobs.heartbeat import validate_heartbeats
 from worker.http_auth import Authenticator, KeyCache, Unauthorized
+from worker.http_groups import IngestGroups, Unavailable
 from worker.logs import describe_error, get_logger
-from worker.producer import EnqueueError, enqueue_heartbeats
 from worker.ratelimit import Budgets, RateLimited
 from worker.settings import Settings
 
@@ -114,6 +116,9 @@ def create_app(
     )
 
     authenticator = Authenticator(KeyCache(engine, settings.http_key_cache_seconds), budgets)
+    groups = IngestGroups(
+        broker, budgets, batch_size=settings.batch_size, window_ms=settings.http_group_window_ms
+    )
 
     async def read_json(request: Request) -> Any:
         limit = settings.http_max_body_bytes
@@ -143,27 +148,22 @@ def create_app(
 
     async def ingest(request: Request, items: list[Any], user: tuple[str, bytes, str], *,
                      lenient: bool) -> list[tuple]:  # fmt: skip
-        """Enqueue `items`; one (body, status) per item. Raises 503 when Redis cannot take them.
+        """Validate `items` and queue the valid ones with the other requests of their group
+        (worker.http_groups); one (body, status) per item. Raises 503 when Redis cannot take them.
         `lenient`: the body was decoded by the standard library, so items may hold what the queue's
         JSON cannot carry; those are rejected alone."""
         user_id, key_hash, address = user
         items = with_headers(request, user_id, items)
         reasons = {i: why for i, item in enumerate(items) if (why := unencodable(item))} if lenient else {}
         positions = [i for i in range(len(items)) if i not in reasons]
-
-        def check_and_enqueue():
-            budgets.check(key_hash, address)
-            return enqueue_heartbeats([items[i] for i in positions], batch_size=settings.batch_size,
-                                      broker=broker)  # fmt: skip
-
+        validated = validate_heartbeats([items[i] for i in positions])
+        reasons.update((positions[r.index], r.reason) for r in validated.rejected)
         try:
-            result = await run_in_threadpool(check_and_enqueue)
-        except (EnqueueError, redis.RedisError) as e:
-            log.warning("http.unavailable", error=str(e))
+            batch_id = await groups.submit(key_hash, address, validated.accepted)
+        except Unavailable:
             raise unavailable() from None
-        reasons.update((positions[r.index], r.reason) for r in result.rejected)
-        log.info("http.heartbeats", user_id=user_id, accepted=result.accepted, rejected=len(reasons),
-                 batch_id=result.batch_id)  # fmt: skip
+        log.info("http.heartbeats", user_id=user_id, accepted=len(validated.accepted), rejected=len(reasons),
+                 batch_id=batch_id)  # fmt: skip
         responses = []
         for index, item in enumerate(items):
             if index in reasons:
