@@ -1,26 +1,29 @@
 """python -m bench.ingest_http: load test of `hbw serve` on loopback.
 
 Starts `hbw serve` (as the Procfile's web line does) against the configured servers (or the
-embedded ones), with a database and Redis namespace of its own, and keeps it busy from client
-threads, each with its own API key and keep-alive connection, posting 25-heartbeat bulk requests
-the way wakatime-cli does. Reports requests/s, heartbeats/s, latency p50/p99, and checks that every
-acknowledged heartbeat is on the queue. No workers run: this measures the ingest alone.
+embedded ones), with a database and Redis namespace of its own, and keeps it busy from concurrent
+clients (coroutines of one asyncio process, light enough that 200 of them leave the cores to the
+server), each with its own API key and keep-alive connection, posting bulk requests of 25 (or, with
+``--batch 1-25``, a random 1 to 25) heartbeats the way wakatime-cli does. Reports requests/s,
+heartbeats/s, latency p50/p99, store messages per request (group commit, worker.http_groups), and
+checks that every acknowledged heartbeat is on the queue. No workers run: this measures the ingest
+alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
-import http.client
 import json
 import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
+import orjson
 import redis
 from rich.console import Console
 
@@ -42,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=20, help="how long to keep it busy (default 20)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--server-workers", type=int, default=1, help="`hbw serve --workers` (default 1)")
-    parser.add_argument("--batch", type=int, default=25, help="heartbeats per request (default 25)")
+    parser.add_argument(
+        "--batch", type=_sizes, default=(25, 25), help="heartbeats per request: N, or LOW-HIGH (default 25)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser
 
@@ -66,30 +71,48 @@ def heartbeat(rng: random.Random, now: float) -> dict:
     }
 
 
-def bodies(count: int, batch: int, seed: int) -> list[bytes]:
+def _sizes(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    sizes = (int(low), int(high or low))
+    if not 1 <= sizes[0] <= sizes[1]:
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH with 1 <= LOW <= HIGH, got {text!r}")
+    return sizes
+
+
+def bodies(count: int, sizes: tuple[int, int], seed: int) -> list[tuple[bytes, int]]:
+    """Request bodies with how many heartbeats each holds."""
     rng = random.Random(seed)
     now = time.time()
-    return [json.dumps([heartbeat(rng, now) for _ in range(batch)]).encode() for _ in range(count)]
+    out = []
+    for _ in range(count):
+        n = rng.randint(*sizes)
+        out.append((json.dumps([heartbeat(rng, now) for _ in range(n)]).encode(), n))
+    return out
 
 
-def client_loop(port: int, key: str, payloads: list[bytes], stop: threading.Event, out: dict) -> None:
-    headers = {
-        "Authorization": "Basic " + base64.b64encode(key.encode()).decode(),
-        "Content-Type": "application/json",
-        "User-Agent": UA,
-        "X-Machine-Name": "bench",
-    }
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    i = 0
+async def client_loop(port: int, key: str, payloads: list[tuple[bytes, int]], stop: asyncio.Event,
+                      out: dict) -> None:  # fmt: skip
+    """One keep-alive connection posting `payloads` in turn until `stop`."""
+    auth = base64.b64encode(key.encode()).decode()
+    head = (f"POST /api/v1/users/current/heartbeats.bulk HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\nUser-Agent: {UA}\r\n"
+            "X-Machine-Name: bench\r\nContent-Length: ")  # fmt: skip
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = random.Random(key).randrange(len(payloads))  # clients start at different bodies
     while not stop.is_set():
+        body, n = payloads[i % len(payloads)]
         started = time.perf_counter()
-        conn.request("POST", "/api/v1/users/current/heartbeats.bulk", payloads[i % len(payloads)], headers)
-        resp = conn.getresponse()
-        resp.read()
+        writer.write(f"{head}{len(body)}\r\n\r\n".encode() + body)
+        status_line, *headers = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        length = next(int(h.split(b":")[1]) for h in headers if h.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
         out["latencies"].append(time.perf_counter() - started)
-        out["statuses"][resp.status] = out["statuses"].get(resp.status, 0) + 1
+        status = int(status_line.split(b" ")[1])
+        out["statuses"][status] = out["statuses"].get(status, 0) + 1
+        if status == 201:
+            out["heartbeats"] += n
         i += 1
-    conn.close()
+    writer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,23 +155,10 @@ def run(args, db_url: str, redis_url: str, keys: list[str], client: redis.Redis,
     try:
         _wait_ready(port, server)
         payloads = bodies(200, args.batch, seed=1)
-        stop = threading.Event()
-        outs = [{"latencies": [], "statuses": {}} for _ in keys]
-        threads = [
-            threading.Thread(target=client_loop, args=(port, key, payloads, stop, out), daemon=True)
-            for key, out in zip(keys, outs, strict=True)
-        ]
-        console.print(
-            f"{args.clients} clients x {args.batch} heartbeats per request for {args.seconds:.0f} s ..."
-        )
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        time.sleep(args.seconds)
-        stop.set()
-        for thread in threads:
-            thread.join(60)
-        elapsed = time.perf_counter() - started
+        outs = [{"latencies": [], "statuses": {}, "heartbeats": 0} for _ in keys]
+        sizes = "-".join(map(str, sorted(set(args.batch))))
+        console.print(f"{args.clients} clients x {sizes} heartbeats per request for {args.seconds:.0f} s ...")
+        elapsed = asyncio.run(load(port, keys, payloads, outs, args.seconds))
     finally:
         server.terminate()
         server.wait(30)
@@ -158,22 +168,49 @@ def run(args, db_url: str, redis_url: str, keys: list[str], client: redis.Redis,
         for status, n in out["statuses"].items():
             statuses[str(status)] = statuses.get(str(status), 0) + n
     ok_requests = statuses.get("201", 0)
-    queued_messages = client.llen(f"{NAMESPACE}:heartbeats")
+    acknowledged = sum(out["heartbeats"] for out in outs)
+    queued_messages, queued_heartbeats = _queued(client)
     return {
         "clients": args.clients,
         "server_workers": args.server_workers,
-        "heartbeats_per_request": args.batch,
+        "heartbeats_per_request": sizes,
+        "group_window_ms": os.environ.get("HBW_HTTP_GROUP_WINDOW_MS", "default"),
         "seconds": round(elapsed, 1),
         "requests": len(latencies),
         "statuses": statuses,
         "requests_per_s": round(len(latencies) / elapsed, 1),
-        "heartbeats_per_s": round(ok_requests * args.batch / elapsed, 1),
+        "heartbeats_per_s": round(acknowledged / elapsed, 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "queued_messages": queued_messages,
-        # every 201 put its heartbeats on the queue (one message each: 25 < HBW_BATCH_SIZE)
-        "ok": ok_requests == len(latencies) and queued_messages == ok_requests,
+        "messages_per_request": round(queued_messages / max(ok_requests, 1), 3),
+        # every 201 put its heartbeats on the queue, and nothing else is there
+        "ok": ok_requests == len(latencies) and queued_heartbeats == acknowledged,
     }
+
+
+async def load(port: int, keys: list[str], payloads: list[tuple[bytes, int]], outs: list[dict],
+               seconds: float) -> float:  # fmt: skip
+    """Run a client per key for `seconds`; the seconds it took until every client stopped."""
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    tasks = [
+        asyncio.create_task(client_loop(port, key, payloads, stop, out))
+        for key, out in zip(keys, outs, strict=True)
+    ]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
+
+
+def _queued(client: redis.Redis) -> tuple[int, int]:
+    """Store messages on the heartbeats queue, and the heartbeats they carry."""
+    messages = heartbeats = 0
+    for _, data in client.hscan_iter(f"{NAMESPACE}:heartbeats.msgs", count=1000):
+        messages += 1
+        heartbeats += len(orjson.loads(data)["args"][0])
+    return messages, heartbeats
 
 
 def _free_port() -> int:
