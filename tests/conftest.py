@@ -37,8 +37,9 @@ TABLES = (
 )  # fmt: skip
 
 
-#: Threads a Dramatiq worker of ours starts (worker.middleware, worker.sweeper, worker.supervisor).
-OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch")
+#: Threads a Dramatiq worker of ours starts (worker.middleware, worker.sweeper, worker.supervisor,
+#: worker.doorbell).
+OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch", "doorbell")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -120,7 +120,7 @@ MESSAGES_PER_STORE = 100
 
 def _gather(broker, room: int, linger: float) -> list[dramatiq.Message]:
     """Ready store messages to take along, up to `room` heartbeats; when few are ready, wait up to
-    `linger` seconds for more (checking every 50 ms)."""
+    `linger` seconds for more, in one sleep (polling meanwhile would cost more than it saves)."""
     taken: list[dramatiq.Message] = []
     deadline = time.monotonic() + linger
     while room > 0 and len(taken) < MESSAGES_PER_STORE:
@@ -134,7 +134,7 @@ def _gather(broker, room: int, linger: float) -> list[dramatiq.Message]:
         if not got:
             if time.monotonic() >= deadline:
                 break
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            time.sleep(max(0.0, deadline - time.monotonic()))
     return taken
 
 

@@ -18,6 +18,7 @@ from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
 from worker.consumer import HbwConsumer
+from worker.doorbell import Doorbell
 from worker.liveness import BEAT_SCRIPT, dispatch_script, health_key
 from worker.logs import describe_error, get_logger
 from worker.middleware import MessageLog, WorkerHeartbeat
@@ -37,7 +38,7 @@ class HbwRedisBroker(RedisBroker):
     runs maintenance on each queue at least every ``maintenance_interval_ms``, so a dead
     worker's messages are back on their queue within HBW_WORKER_HEARTBEAT_TIMEOUT_MS +
     max(HBW_MAINTENANCE_INTERVAL_MS, 1 s) of its death, as long as some worker consumes that queue
-    (maintenance rides on its polls, at least one a second).
+    (maintenance rides on its polls, or its doorbell's when it is idle, at least one a second).
     """
 
     def __init__(self, *, maintenance_interval_ms: int, **options) -> None:
@@ -49,6 +50,13 @@ class HbwRedisBroker(RedisBroker):
         self.scripts["beat"] = self.client.register_script(BEAT_SCRIPT)
         fetch = resources.files("worker").joinpath("lua/fetch.lua").read_bytes()
         self.scripts["fetch"] = self.client.register_script(fetch)
+        self.doorbell = Doorbell(self)
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        """Dramatiq's enqueue; a consumer of this process parked on that queue wakes at once."""
+        message = super().enqueue(message, delay=delay)
+        self.doorbell.ring(message.queue_name)
+        return message
 
     @property
     def consumer_class(self):

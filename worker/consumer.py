@@ -13,6 +13,8 @@
   the other ready store messages itself (:func:`take_ready`), stores them all in one transaction
   and only then acks each (:func:`settle`), so live traffic of small messages costs one
   transaction per batch instead of one per message.
+* **Idle queues** are watched by the process's doorbell (:mod:`worker.doorbell`), one round trip
+  for all of them, instead of each consumer polling its own.
 * **Recovery.** When Redis goes away, messages stay in this live worker's ack set that no thread of
   it will ever process, so nothing rescues them until the worker dies: those a consumer had
   prefetched, the delayed messages a delay-queue consumer held, and those a fetch took just before
@@ -126,6 +128,11 @@ def hand_back(broker, queue: str, messages: list[dramatiq.Message]) -> None:
         log.warning("batch.hand_back_deferred", queue=queue, messages=len(ids), error=describe_error(e))
 
 
+#: Empty polls in a row (backing off from 5 ms up to the worker timeout, about 1.3 s in all when
+#: it is 1 s) after which a consumer parks on the broker's doorbell (worker.doorbell).
+PARK_AFTER_MISSES = 8
+
+
 class HbwConsumer(_RedisConsumer):
     """A consumer of one queue; ``message_cache`` holds fetched ``(redis id, data)`` pairs."""
 
@@ -134,12 +141,14 @@ class HbwConsumer(_RedisConsumer):
             prefetch = 1
         super().__init__(broker, queue_name, prefetch, timeout)
         self._recovered = False
+        self._parked = False
 
     @property
     def _taken_ids(self) -> set[str]:
         return _taken(self.broker, self.queue_name)
 
     def close(self) -> None:
+        self.broker.doorbell.leave(self.queue_name)
         held = [redis_id for redis_id, _ in self.message_cache]
         self.message_cache = []
         if held:
@@ -183,14 +192,20 @@ class HbwConsumer(_RedisConsumer):
                     self.queued_message_ids.add(proxy.message_id)
                     self._taken_ids.add(redis_id)
                     return proxy
+                if self._parked:  # the doorbell polls for us, with the process's other idle queues
+                    if not self.broker.doorbell.park(self.queue_name, self.timeout / 1000):
+                        return None
+                    self._parked, self.misses = False, 0
                 if self.outstanding_message_count < self.prefetch:
                     self.message_cache = self.broker.fetch(
                         self.queue_name, self.prefetch - self.outstanding_message_count
                     )
                 if not self.message_cache:
-                    # Nothing came: poll progressively less often, up to the idle timeout.
+                    # Nothing came: poll progressively less often, then leave it to the doorbell.
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
+                    self._parked = self.misses >= PARK_AFTER_MISSES
+                    if not self._parked:
+                        time.sleep(backoff_ms / 1000)
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None

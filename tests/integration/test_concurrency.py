@@ -60,8 +60,24 @@ def stop(proc: subprocess.Popen, log_path) -> tuple[int, str]:
     return proc.returncode, log_path.read_text()
 
 
-def test_two_processes_with_threads_and_concurrent_reprocess_equal_reference(db, settings, broker, tmp_path):
-    stream = streams.generate(seed=21, users=12, days=5)
+def live_order(rng: random.Random, items: list, round_: int) -> list:
+    """As plugins send them: in time order with up to a minute of jitter, some sent twice."""
+
+    def sent_at(item) -> float:
+        at = item.get("time") if isinstance(item, dict) else None
+        return (at if isinstance(at, int | float) and not isinstance(at, bool) else 0) + rng.uniform(0, 60)
+
+    jittered = sorted(items, key=sent_at)
+    return jittered + rng.sample(items, len(items) // 10) if round_ == 0 else jittered
+
+
+@pytest.mark.parametrize("pace", ["backlog", "live"])
+def test_two_processes_with_threads_and_concurrent_reprocess_equal_reference(
+    db, settings, broker, tmp_path, pace
+):
+    """Backlog: shuffled in calls of up to 400. Live: in time order, in calls of 1-25 as ingest
+    services make them, so the incremental deltas do the work; both with a reprocess racing."""
+    stream = streams.generate(seed=21 if pace == "backlog" else 22, users=12, days=5)
     expected = reference.compute(stream.valid)
     rng = random.Random(5)
     log_path = tmp_path / "workers.log"
@@ -100,8 +116,12 @@ def test_two_processes_with_threads_and_concurrent_reprocess_equal_reference(db,
         reprocessor.start()
         for round_ in range(2):  # everything twice, in a different order
             items = list(stream.items)
-            random.Random(round_).shuffle(items)
-            for batch in streams.random_batches(rng, items, high=400):
+            if pace == "live":
+                items, high = live_order(rng, items, round_), 25
+            else:
+                random.Random(round_).shuffle(items)
+                high = 400
+            for batch in streams.random_batches(rng, items, high=high):
                 enqueue_heartbeats(batch, batch_size=rng.randint(20, 300), broker=broker)
         reprocessor.join()
         assert not errors, errors
