@@ -12,7 +12,7 @@ parser reads what it can and leaves the rest ``None``; it never raises on any st
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 MAX_INT = 2**31 - 1
@@ -54,7 +54,8 @@ class UserAgentInfo:
     version_prerelease: str | None = None
 
     def as_row(self) -> dict[str, object]:
-        return asdict(self)
+        # (dataclasses.asdict deep-copies each value: a tenth of an updater's CPU under live traffic)
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
