@@ -14,9 +14,10 @@ from db.queries import query
 APPLY = {"projects": "apply_project_deltas", "languages": "apply_language_deltas"}
 
 
-def select_delta_users(conn: sa.Connection, job: str, *, limit: int) -> list[str]:
-    """Users with deltas of `job` waiting, from the oldest `limit` rows."""
-    return list(conn.execute(query("select_delta_users"), {"job": job, "limit": limit}).scalars())
+def select_delta_users(conn: sa.Connection, job: str, *, limit: int) -> dict[str, int]:
+    """Users with deltas of `job` waiting, from the oldest `limit` rows: how many rows each."""
+    rows = conn.execute(query("select_delta_users"), {"job": job, "limit": limit})
+    return {user_id: n for user_id, n in rows}
 
 
 def try_lock_users(conn: sa.Connection, users: Sequence[tuple[str, int]]) -> list[str]:

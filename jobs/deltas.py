@@ -30,27 +30,32 @@ class ApplyResult:
     users: list[str]
     #: Delta rows applied.
     rows: int
+    #: Whether deltas may be left that the batch did not take (too many, or users another worker
+    #: had): when False, everything committed before the batch began is applied.
+    more: bool = False
 
 
 def apply(conn: sa.Connection, job: str, *, users: Sequence[str] | None = None) -> ApplyResult:
     """Apply a batch of `job`'s deltas, in the caller's transaction: the users of the oldest ones,
     or exactly `users` (then waiting for their locks, and taking deltas set aside too: a retry)."""
+    more = False
     if users is None:
         candidates = db_deltas.select_delta_users(conn, job, limit=ROWS_PER_BATCH)
         chosen = db_deltas.try_lock_users(conn, sorted((u, job_lock(job, u)) for u in candidates))
+        more = sum(candidates.values()) >= ROWS_PER_BATCH or len(chosen) < len(candidates)
     else:
         chosen = sorted(set(users))
         db_derived.lock_users(conn, sorted(job_lock(job, u) for u in chosen))
     if not chosen:
-        return ApplyResult([], 0)
+        return ApplyResult([], 0, more)
     retry = users is not None
     if job != "user_agents":
-        return ApplyResult(chosen, db_deltas.apply_deltas(conn, job, chosen, failed=retry))
+        return ApplyResult(chosen, db_deltas.apply_deltas(conn, job, chosen, failed=retry), more)
     agents = db_deltas.apply_user_agent_day_deltas(conn, chosen, failed=retry)
     db_deltas.apply_user_agent_totals(
         conn, [{**row._asdict(), **parse_user_agent(row.user_agent).as_row()} for row in agents]
     )
-    return ApplyResult(chosen, len(agents))
+    return ApplyResult(chosen, len(agents), more)
 
 
 def set_aside(conn: sa.Connection, job: str, users: Sequence[str], reason: str) -> None:

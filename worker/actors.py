@@ -181,7 +181,8 @@ def _update(job: str, args: tuple, kwargs: dict) -> None:
             _narrow_updates(engine, job, payload, e)
             return
         users, rows = users + len(result.users), rows + result.rows
-        if payload.users is not None or not result.users:
+        # (Deltas committed after `woken` above come with a wake of their own.)
+        if payload.users is not None or not result.users or not result.more:
             break
         if time.monotonic() - started > UPDATE_BUDGET_S:  # more waiting: a fresh message goes on
             wake(broker, [job], delay_ms=0, force=True)
@@ -196,7 +197,7 @@ def _narrow_updates(engine, job: str, payload: UpdatePayload, error: Exception) 
     reason = describe_error(error, limit=1000)
     if payload.users is None:
         with engine.connect() as conn:  # the batch that failed took the oldest deltas' users
-            tried = select_delta_users(conn, job, limit=delta_jobs.ROWS_PER_BATCH)
+            tried = list(select_delta_users(conn, job, limit=delta_jobs.ROWS_PER_BATCH))
     else:
         tried = payload.users
     parts = delta_jobs.narrow(payload.users, tried)

@@ -8,11 +8,12 @@
 -- and greatest() never keep.
 
 -- name: select_delta_users
--- Users with deltas of a job waiting, oldest first (at most :limit rows looked at).
-SELECT DISTINCT user_id
+-- Users with deltas of a job waiting, with how many of the oldest :limit rows are theirs.
+SELECT user_id, count(*) AS rows
 FROM (SELECT user_id FROM derived_deltas
       WHERE job = :job AND failed_at IS NULL
       ORDER BY id LIMIT :limit) AS oldest
+GROUP BY user_id
 
 -- name: try_lock_users
 -- Of these (user, lock key) pairs, the users whose lock this transaction got without waiting: a

@@ -100,6 +100,27 @@ def test_deltas_committed_while_an_update_runs_are_applied_by_the_next_one(db):
     assert diff(reference.compute(items(0, 60, 120)), snapshot(db)) == []
 
 
+def test_a_batch_says_whether_deltas_may_be_left(db, monkeypatch):
+    """An updater stops after a batch that took everything (no second, empty transaction per
+    wake), and goes on when the batch was full or another worker held some users."""
+    store(db, items(0, 60))
+    store(db, items(0, 60, user="bob"))
+    with db.connect() as other:  # another worker busy with bob's languages
+        other.begin()
+        assert deltas.apply(other, "languages", users=["bob"]).users == ["bob"]
+        with db.begin() as conn:
+            result = deltas.apply(conn, "languages")
+        assert (result.users, result.more) == (["alice"], True)
+        other.commit()
+    with db.begin() as conn:
+        result = deltas.apply(conn, "projects")
+    assert (result.users, result.more) == (["alice", "bob"], False)
+    store(db, items(120, 180))
+    monkeypatch.setattr(deltas, "ROWS_PER_BATCH", 1)
+    with db.begin() as conn:
+        assert deltas.apply(conn, "projects").more, "a full batch: there may be more"
+
+
 def test_a_recomputation_drops_the_deltas_it_already_counts(db):
     store(db, items(0, 60))
     store(db, items(90))
