@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 7
+-- schema-version: 8
 
 -- ---------------------------------------------------------------------------------------------
 -- Keys
@@ -86,8 +86,21 @@ CREATE TABLE IF NOT EXISTS derived_deltas (
     failed_at        timestamptz,
     error            text
 );
-CREATE INDEX IF NOT EXISTS derived_deltas_order ON derived_deltas (job, id);
+-- The waiting ones in order: a partial index, so that picking the oldest is an ordered index scan
+-- that stops at its LIMIT (and marks the index entries of rows already deleted as dead, which
+-- later scans skip), never a bitmap scan over every entry not yet vacuumed (schema 8).
+DROP INDEX IF EXISTS derived_deltas_order;
+CREATE INDEX IF NOT EXISTS derived_deltas_waiting ON derived_deltas (job, id) WHERE failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS derived_deltas_user ON derived_deltas (job, user_id);
+-- An outbox: every row is deleted soon after it is written, so the table holds a few live rows and
+-- many dead ones. The default thresholds (20% of the live rows) would vacuum it at random; vacuum
+-- it after every few thousand deletions instead, without cost-based pauses (it is small).
+ALTER TABLE derived_deltas SET (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 5000,
+    autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 -- User-days whose derived rows must be recomputed from the raw heartbeats (reprocess, backfill,
 -- and the work an older release left pending). A recomputation deletes a row only at the

@@ -39,7 +39,7 @@ TABLES = (
 
 #: Threads a Dramatiq worker of ours starts (worker.middleware, worker.sweeper, worker.supervisor,
 #: worker.doorbell).
-OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch", "doorbell")
+OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch", "doorbell", "outbox-vacuum")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,6 +29,7 @@ from worker.logs import get_logger
 from worker.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
 from worker.settings import Settings
 from worker.sweeper import OrphanSweeper
+from worker.vacuum import OutboxVacuum
 
 log = get_logger("hbw.worker")
 
@@ -158,6 +159,11 @@ def run_worker(
         stale_after=dt.timedelta(seconds=settings.sweep_stale_after_s),
     )
     broker.add_middleware(sweeper)
+    if any(queue in queues for queue, _ in DERIVED.values()) or RECOMPUTE_QUEUE in queues:
+        broker.add_middleware(OutboxVacuum(
+            lambda: get_engine(settings.database_url, pool_size=settings.threads + 2),
+            interval=settings.outbox_vacuum_interval_s, dead_rows=settings.outbox_vacuum_dead_rows,
+        ))  # fmt: skip
 
     # Idle threads wake up every worker_timeout ms to check for shutdown; a burst worker should
     # notice quickly that it is done, a long-running one should not poll Redis needlessly.

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=30, gt=0)
     sweep_min_age_s: float = Field(default=60, ge=0)
     sweep_stale_after_s: float = Field(default=900, ge=0)
+    #: Each worker process applying deltas vacuums an outbox table (derived_deltas, stale_days)
+    #: once it has this many dead rows, checking every `interval` seconds (worker.vacuum).
+    outbox_vacuum_interval_s: float = Field(default=5, gt=0)
+    outbox_vacuum_dead_rows: int = Field(default=5_000, ge=1)
     #: User-days per derived-job message.
     recompute_keys_per_message: int = Field(default=200, ge=1, le=10_000)
     #: User-days a reprocess or backfill run hands to the workers per step (one short transaction).
