@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.queries import query
+from db.queries import json_param, query
 
 #: Job -> the statement that applies its deltas to its day rows and totals.
 APPLY = {"projects": "apply_project_deltas", "languages": "apply_language_deltas"}
@@ -24,14 +24,14 @@ def try_lock_users(conn: sa.Connection, users: Sequence[tuple[str, int]]) -> lis
     """Of (user, advisory lock key) pairs, the users whose lock was free (now held to commit)."""
     if not users:
         return []
-    params = {"user_ids": [u for u, _ in users], "lock_keys": [k for _, k in users]}
+    params = {"users": json_param([{"user_id": u, "lock_key": k} for u, k in users])}
     return list(conn.execute(query("try_lock_users"), params).scalars())
 
 
 def apply_deltas(conn: sa.Connection, job: str, user_ids: Sequence[str], *, failed: bool = False) -> int:
     """Apply (and delete) the deltas of `job` for these users; `failed` takes the ones set aside
     too. Returns the number of delta rows applied. Not for user_agents (two halves, below)."""
-    params = {"user_ids": list(user_ids), "failed": failed}
+    params = {"user_ids": json_param(list(user_ids)), "failed": failed}
     return conn.execute(query(APPLY[job]), params).scalar_one()
 
 
@@ -40,7 +40,7 @@ def apply_user_agent_day_deltas(
 ) -> list[sa.Row]:
     """The day-row half for user_agents; returns (user_id, user_agent, coding_us,
     heartbeat_count, first_at, last_at) per user agent, for apply_user_agent_totals."""
-    params = {"user_ids": list(user_ids), "failed": failed}
+    params = {"user_ids": json_param(list(user_ids)), "failed": failed}
     return list(conn.execute(query("apply_user_agent_day_deltas"), params))
 
 
@@ -49,10 +49,7 @@ def apply_user_agent_totals(conn: sa.Connection, rows: Sequence[Mapping[str, Any
     parsed columns of `user_agents`."""
     if not rows:
         return
-    plural = {"user_id": "user_ids", "user_agent": "user_agents", "heartbeat_count": "heartbeat_counts",
-              "first_at": "first_ats", "last_at": "last_ats"}  # fmt: skip
-    params = {plural.get(name, name): [row[name] for row in rows] for name in rows[0]}
-    conn.execute(query("apply_user_agent_totals"), params)
+    conn.execute(query("apply_user_agent_totals"), {"rows": json_param(list(rows))})
 
 
 def mark_failed(conn: sa.Connection, job: str, user_ids: Sequence[str], error: str) -> None:

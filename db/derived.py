@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
-from db.queries import Key, key_params, query
+from db.queries import Key, json_param, key_params, query
 
 #: The derived jobs: each owns day rows and totals (schema.sql), and a queue (worker.messages).
 JOBS = ("languages", "projects", "user_agents")
@@ -15,7 +15,7 @@ JOBS = ("languages", "projects", "user_agents")
 def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
     """Take transaction-scoped advisory locks in the order given (callers sort them)."""
     if lock_keys:
-        conn.execute(query("lock_users"), {"lock_keys": list(lock_keys)})
+        conn.execute(query("lock_users"), {"lock_keys": json_param(list(lock_keys))})
 
 
 def recompute_days(conn: sa.Connection, keys: Sequence[Key], timeout_us: int) -> list[tuple[str, str, str]]:

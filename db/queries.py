@@ -2,7 +2,9 @@
 
 A file holds blocks that start with ``-- name: <query_name>``; the comment lines right after the
 name say what the query is for. Parameters are SQLAlchemy ``:name`` binds; casts are written
-``CAST(:x AS type)`` because ``:x::type`` is not a bind.
+``CAST(:x AS type)`` because ``:x::type`` is not a bind. Large lists on hot paths go as one JSON
+text (:func:`json_param`), unpacked by PostgreSQL's C code: psycopg dumps a Python list into an
+array element by element in Python, which was a third of an updater's CPU under live traffic.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 #: A user-day: (user_id, UTC day). The unit of derived work.
@@ -50,3 +54,8 @@ def query(name: str) -> sa.TextClause:
 def key_params(keys: Sequence[Key]) -> dict[str, list]:
     """Bind parameters for queries that unnest (:user_ids, :days)."""
     return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
+
+
+def json_param(value: Any) -> str:
+    """A list (of values or of row mappings) as one JSON bind parameter."""
+    return orjson.dumps(value).decode()

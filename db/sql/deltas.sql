@@ -7,6 +7,8 @@
 -- PostgreSQL checks NOT NULL before ON CONFLICT, so such deltas carry +/-infinity, which least()
 -- and greatest() never keep.
 
+-- Lists of users (:user_ids) and rows (:users, :rows) are JSON arrays (db.queries.json_param).
+
 -- name: select_delta_users
 -- Users with deltas of a job waiting, with how many of the oldest :limit rows are theirs.
 SELECT user_id, count(*) AS rows
@@ -19,14 +21,15 @@ GROUP BY user_id
 -- Of these (user, lock key) pairs, the users whose lock this transaction got without waiting: a
 -- user another worker is busy with is left to it.
 SELECT u.user_id
-FROM unnest(CAST(:user_ids AS text[]), CAST(:lock_keys AS bigint[])) AS u(user_id, lock_key)
+FROM json_to_recordset(CAST(:users AS json)) AS u(user_id text, lock_key bigint)
 WHERE pg_try_advisory_xact_lock(u.lock_key)
 
 -- name: apply_project_deltas
 -- projects: day rows per raw project, totals per canonical project (the alias map applied).
 WITH claimed AS (
     DELETE FROM derived_deltas
-    WHERE job = 'projects' AND user_id = ANY(CAST(:user_ids AS text[])) AND (failed_at IS NULL OR :failed)
+    WHERE job = 'projects' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
+      AND (failed_at IS NULL OR :failed)
     RETURNING user_id, day, name, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, sum(coding_us)::bigint AS coding_us, sum(heartbeat_count)::int AS heartbeat_count,
@@ -61,7 +64,8 @@ SELECT count(*) FROM claimed
 -- languages: day rows per (raw project, language), totals per (canonical project, language).
 WITH claimed AS (
     DELETE FROM derived_deltas
-    WHERE job = 'languages' AND user_id = ANY(CAST(:user_ids AS text[])) AND (failed_at IS NULL OR :failed)
+    WHERE job = 'languages' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
+      AND (failed_at IS NULL OR :failed)
     RETURNING user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, language, sum(coding_us)::bigint AS coding_us,
@@ -99,7 +103,8 @@ SELECT count(*) FROM claimed
 -- the caller adds with the parsed parts (apply_user_agent_totals).
 WITH claimed AS (
     DELETE FROM derived_deltas
-    WHERE job = 'user_agents' AND user_id = ANY(CAST(:user_ids AS text[])) AND (failed_at IS NULL OR :failed)
+    WHERE job = 'user_agents' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
+      AND (failed_at IS NULL OR :failed)
     RETURNING user_id, day, name, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, hbw_text_key(name) AS agent_key, sum(coding_us)::bigint AS coding_us,
@@ -124,17 +129,11 @@ FROM days GROUP BY user_id, name ORDER BY user_id, name
 -- user_agents, second half: the totals, with the parsed parts for rows it creates.
 WITH totals AS (
     SELECT *, hbw_text_key(user_agent) AS agent_key
-    FROM unnest(
-        CAST(:user_ids AS text[]), CAST(:user_agents AS text[]), CAST(:coding_us AS bigint[]),
-        CAST(:heartbeat_counts AS bigint[]), CAST(:first_ats AS timestamptz[]), CAST(:last_ats AS timestamptz[]),
-        CAST(:editor AS text[]), CAST(:editor_version AS text[]), CAST(:plugin AS text[]),
-        CAST(:plugin_version AS text[]), CAST(:cli_version AS text[]), CAST(:os AS text[]),
-        CAST(:is_browser_extension AS boolean[]), CAST(:version_major AS integer[]),
-        CAST(:version_minor AS integer[]), CAST(:version_patch AS integer[]),
-        CAST(:version_prerelease AS text[])
-    ) AS t(user_id, user_agent, coding_us, heartbeat_count, first_at, last_at, editor, editor_version,
-           plugin, plugin_version, cli_version, os, is_browser_extension, version_major, version_minor,
-           version_patch, version_prerelease)
+    FROM json_to_recordset(CAST(:rows AS json)) AS t(
+        user_id text, user_agent text, coding_us bigint, heartbeat_count bigint, first_at timestamptz,
+        last_at timestamptz, editor text, editor_version text, plugin text, plugin_version text,
+        cli_version text, os text, is_browser_extension boolean, version_major integer,
+        version_minor integer, version_patch integer, version_prerelease text)
 )
 INSERT INTO user_agents AS u
     (user_id, user_agent, agent_key, editor, editor_version, plugin, plugin_version, cli_version, os,

@@ -7,7 +7,8 @@
 
 -- name: lock_users
 -- Per-(job, user) advisory locks, in the order given (the caller sorts them), held to commit.
-SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:lock_keys AS bigint[])) AS k
+-- (:lock_keys is a JSON array.)
+SELECT pg_advisory_xact_lock(k::bigint) FROM json_array_elements_text(CAST(:lock_keys AS json)) AS k
 
 -- name: recompute_days
 -- Rebuild every derived day row of these user-days from their raw heartbeats, in one pass over
