@@ -41,16 +41,16 @@ class OutboxVacuum(Middleware):
             log.debug("outbox.vacuumed", tables=due)
         return due
 
-    def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
             try:
                 self.run_once()
             except Exception as e:  # an outage: next round
                 log.warning("outbox.vacuum_failed", error=describe_error(e))
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop = stop = threading.Event()
-        threading.Thread(target=self._run, args=(stop,), name="outbox-vacuum", daemon=True).start()
+        # (One run per instance: each worker run adds its own, as with the sweeper.)
+        threading.Thread(target=self._run, name="outbox-vacuum", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
