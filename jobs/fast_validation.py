@@ -19,7 +19,6 @@ import msgspec
 
 from jobs.heartbeat_fields import (
     CATEGORIES,
-    COUNTS,
     MAX_FUTURE_SECONDS,
     MAX_INT,
     MIN_TIME,
@@ -30,7 +29,8 @@ from jobs.heartbeat_fields import (
 
 #: What pydantic's strip_whitespace removes: Rust's str::trim, the Unicode White_Space property.
 #: Python's str.strip() would also remove U+001C..U+001F, which pydantic keeps.
-WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # noqa: E501
+WHITESPACE = "".join(map(chr, [*range(0x9, 0xE), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
+                               0x2029, 0x202F, 0x205F, 0x3000]))  # fmt: skip
 #: A NUL (PostgreSQL text cannot hold one) or a lone surrogate (not UTF-8), both refused by pydantic.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -45,19 +45,22 @@ def _name(field: str) -> Any:
     return Annotated[str, msgspec.Meta(max_length=NAMES[field])] | None
 
 
-class Heartbeat(msgspec.Struct, gc=False):
+class Heartbeat(msgspec.Struct, kw_only=True, gc=False):
     """The fields of jobs.heartbeat._Incoming (a test keeps the two sets equal); unknown fields are
-    ignored, absent ones are None."""
+    ignored, absent ones are None. In the order of the normal form: msgspec looks for each key from
+    where it found the previous one, so the worker's input (what producers sent) takes one look."""
 
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=REQUIRED_TEXT["user_id"])]
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=REQUIRED_TEXT["entity"])]
-    time: _Finite
     type: Literal[TYPES] | None = None  # type: ignore[valid-type]
     category: str | None = None
+    time: _Finite
+    is_write: bool | None = None
     project: _name("project") = None
     branch: _name("branch") = None
     language: _name("language") = None
-    is_write: bool | None = None
+    user_agent: _name("user_agent") = None
+    machine: _name("machine") = None
     lines: _Count | None = None
     lineno: _Count | None = None
     cursorpos: _Count | None = None
@@ -65,33 +68,39 @@ class Heartbeat(msgspec.Struct, gc=False):
     line_additions: _Count | None = None
     line_deletions: _Count | None = None
     dependencies: list[str] | str | None = None
-    user_agent: _name("user_agent") = None
-    machine: _name("machine") = None
+
+
+#: pydantic strips with its own code whatever the str's class; so does str.strip called this way.
+_strip = str.strip
 
 
 def _storable(text: str) -> bool:
-    """Text that pydantic's strict str with the no-NUL pattern keeps as it is: exactly a str (a
-    subclass would come out converted), no NUL, no lone surrogate."""
-    if text.__class__ is not str:
-        return False
+    """No NUL, no lone surrogate: what pydantic refuses in the text of any field."""
     return "\x00" not in text if text.isascii() else _UNSTORABLE.search(text) is None
 
 
 def normalised(item: dict[str, Any], now: float) -> dict[str, Any] | None:
     """The normal form of `item` (see jobs.heartbeat), or None when it is invalid or might be;
-    raises ValueError, as pydantic's path would, when only its time is outside the window."""
+    raises ValueError, as pydantic's path would, when only its time is outside the window.
+
+    Written out field by field: loops over the names and counts would cost a quarter of the whole.
+    Text passed on as it came must be exactly a str: pydantic turns a subclass into a str (and one
+    may override the methods called here), so the fast path leaves subclasses to pydantic."""
     try:
         hb = msgspec.convert(item, Heartbeat)
     except msgspec.ValidationError:
         return None
     user_id, entity, category = hb.user_id, hb.entity, hb.category
-    if not (_storable(user_id) and _storable(entity)):
+    if not (type(user_id) is type(entity) is str and _storable(user_id) and _storable(entity)):
         return None
     if category is None:
         category = "coding"
-    # Case folding is ASCII only: a non-ASCII lookalike is not a category, whatever lower() says.
-    elif not category.isascii() or (category := category.lower()) not in CATEGORIES:
-        return None
+    else:
+        # Case folding is ASCII only: a non-ASCII lookalike is not a category, whatever lower() says.
+        if type(category) is not str or not category.isascii():
+            return None
+        if (category := category.lower()) not in CATEGORIES:
+            return None
     when = hb.time
     out = {
         "user_id": user_id,
@@ -101,20 +110,45 @@ def normalised(item: dict[str, Any], now: float) -> dict[str, Any] | None:
         "time": when,
         "is_write": bool(hb.is_write),
     }
-    for name in NAMES:
-        if (value := getattr(hb, name)) is not None and (value := value.strip(WHITESPACE)):
-            if not _storable(value):  # (empty means absent)
-                return None
-            out[name] = value
-    for name in COUNTS:
-        if (value := getattr(hb, name)) is not None:
-            out[name] = value
+    # Names, stripped as pydantic strips them; empty means absent.
+    if (value := hb.project) is not None and (value := _strip(value, WHITESPACE)):
+        if not _storable(value):
+            return None
+        out["project"] = value
+    if (value := hb.branch) is not None and (value := _strip(value, WHITESPACE)):
+        if not _storable(value):
+            return None
+        out["branch"] = value
+    if (value := hb.language) is not None and (value := _strip(value, WHITESPACE)):
+        if not _storable(value):
+            return None
+        out["language"] = value
+    if (value := hb.user_agent) is not None and (value := _strip(value, WHITESPACE)):
+        if not _storable(value):
+            return None
+        out["user_agent"] = value
+    if (value := hb.machine) is not None and (value := _strip(value, WHITESPACE)):
+        if not _storable(value):
+            return None
+        out["machine"] = value
+    if (value := hb.lines) is not None:
+        out["lines"] = value
+    if (value := hb.lineno) is not None:
+        out["lineno"] = value
+    if (value := hb.cursorpos) is not None:
+        out["cursorpos"] = value
+    if (value := hb.project_root_count) is not None:
+        out["project_root_count"] = value
+    if (value := hb.line_additions) is not None:
+        out["line_additions"] = value
+    if (value := hb.line_deletions) is not None:
+        out["line_deletions"] = value
     if (dependencies := hb.dependencies) is not None:
-        if isinstance(dependencies, str):
-            if not _storable(dependencies):
+        if isinstance(dependencies, str):  # comma-separated
+            if type(dependencies) is not str or not _storable(dependencies):
                 return None
             dependencies = [part for part in (p.strip() for p in dependencies.split(",")) if part]
-        elif not all(map(_storable, dependencies)):
+        elif not all(type(d) is str for d in dependencies) or not _storable("".join(dependencies)):
             return None
         if dependencies:
             out["dependencies"] = dependencies
