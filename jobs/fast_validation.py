@@ -96,7 +96,8 @@ def normalised(item: dict[str, Any], now: float) -> dict[str, Any] | None:
     if category is None:
         category = "coding"
     else:
-        # Case folding is ASCII only: a non-ASCII lookalike is not a category, whatever lower() says.
+        # Case folding is ASCII only: a non-ASCII lookalike is not a category, whatever lower() says
+        # (today only the Kelvin sign lowers to ASCII, to a k, which no category has).
         if type(category) is not str or not category.isascii():
             return None
         if (category := category.lower()) not in CATEGORIES:
