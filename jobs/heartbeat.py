@@ -157,21 +157,7 @@ def describe_errors(error: ValidationError) -> str:
 
 def validate_heartbeat(item: Any, *, now: float | None = None) -> dict[str, Any]:
     """Validate and normalise one item; raises ValueError with a readable reason."""
-    if isinstance(item, Unparseable):
-        raise ValueError(item.reason)
-    if not isinstance(item, dict):
-        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
-    now = now or _time.time()
-    if (heartbeat := normalised(item, now)) is not None:
-        return heartbeat
-    try:  # invalid, or the fast path could not be sure: pydantic decides and words why
-        checked = _VALIDATOR.validate_python(item)
-    except ValidationError as e:
-        raise ValueError(describe_errors(e)) from None
-    heartbeat = normalised(checked, now)  # (pydantic's output leaves no doubt)
-    if heartbeat is None:
-        raise AssertionError(f"the fast path doubts pydantic's output for fields {sorted(checked)}")
-    return heartbeat
+    return _validated(item, now or _time.time())
 
 
 def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Validated:
@@ -182,12 +168,30 @@ def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Va
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            accepted.append(validate_heartbeat(item, now=now))
+            accepted.append(_validated(item, now))
         except ValueError as e:
             rejected.append(Rejection(index, str(e)))
         else:
             indexes.append(index)
     return Validated(accepted, indexes, rejected)
+
+
+def _validated(item: Any, now: float) -> dict[str, Any]:
+    if type(item) is dict and (heartbeat := normalised(item, now)) is not None:
+        return heartbeat
+    # Not an object, invalid, or the fast path could not be sure: pydantic decides and words why.
+    if isinstance(item, Unparseable):
+        raise ValueError(item.reason)
+    if not isinstance(item, dict):
+        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
+    try:
+        checked = _VALIDATOR.validate_python(item)
+    except ValidationError as e:
+        raise ValueError(describe_errors(e)) from None
+    heartbeat = normalised(checked, now)  # (pydantic's output leaves no doubt)
+    if heartbeat is None:
+        raise AssertionError(f"the fast path doubts pydantic's output for fields {sorted(checked)}")
+    return heartbeat
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -8,7 +8,7 @@ import datetime as dt
 import enum
 import random
 import unicodedata
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from jobs import fast_validation
-from jobs.heartbeat import _VALIDATOR, _Incoming, describe_errors, validate_heartbeat, validate_heartbeats
+from jobs.heartbeat import (
+    _VALIDATOR,
+    Unparseable,
+    _Incoming,
+    _json_type,
+    describe_errors,
+    validate_heartbeat,
+    validate_heartbeats,
+)
 from jobs.heartbeat_fields import CATEGORIES, COUNTS, MAX_FUTURE_SECONDS, MAX_INT, MIN_TIME, NAMES, TYPES
 from worker.sample import generate_heartbeats
 
@@ -56,7 +64,12 @@ def reference_normal_form(item: dict[str, Any], now: float) -> dict[str, Any]:
     return out
 
 
-def pydantic_only(item: dict[str, Any], *, now: float) -> dict[str, Any]:
+def pydantic_only(item: Any, *, now: float) -> dict[str, Any]:
+    """jobs.heartbeat.validate_heartbeat as it was before the fast path."""
+    if isinstance(item, Unparseable):
+        raise ValueError(item.reason)
+    if not isinstance(item, dict):
+        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
     try:
         checked = _VALIDATOR.validate_python(item)
     except ValidationError as e:
@@ -73,7 +86,7 @@ def exact(value: Any) -> Any:
     return (type(value), value)
 
 
-def outcome(validate, item: dict[str, Any]) -> tuple:
+def outcome(validate, item: Any) -> tuple:
     try:
         return ("accepted", exact(validate(item, now=NOW)))
     except ValueError as e:
@@ -229,6 +242,34 @@ def test_a_missing_required_field(field):
     item = {k: v for k, v in BASE.items() if k != field}
     assert outcome(validate_heartbeat, item) == outcome(pydantic_only, item)
     assert outcome(validate_heartbeat, {}) == outcome(pydantic_only, {})
+
+
+class Record(dict):
+    """A dict subclass that hides its fields from whoever asks it nicely."""
+
+    def get(self, key, default=None):
+        return default
+
+    def items(self):
+        return iter(())
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        OrderedDict(BASE),
+        Record(BASE),
+        Record({**BASE, "time": "x"}),
+        [BASE],
+        "{}",
+        3,
+        None,
+        Unparseable("line 2: bad"),
+    ],
+    ids=lambda item: type(item).__name__,
+)
+def test_other_objects(item):
+    assert outcome(validate_heartbeat, item) == outcome(pydantic_only, item)
 
 
 def test_whitespace_and_control_characters_strip_as_pydantic_does():
