@@ -6,13 +6,14 @@ normalised heartbeat or a :class:`Rejection` with its index and a readable reaso
 
 A normalised heartbeat is a plain dict, which is also what goes on the wire: ``type``,
 ``category`` and ``is_write`` always present (defaults filled in), names stripped, absent values
-left out. pydantic-core checks types, lengths and characters; one Python pass per item does what
-it cannot (defaults, empty names, the time window, comma-separated dependencies).
+left out. The rules are data (jobs.heartbeat_fields). msgspec checks them first
+(jobs.fast_validation, whose one Python pass also builds the normal form: defaults, empty names,
+the time window, comma-separated dependencies); an item it doubts goes to pydantic-core, which
+decides and words each rejection, and pydantic's output then takes the same pass.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time as _time
 from collections.abc import Iterable, Sequence
@@ -27,19 +28,8 @@ from typing import (
 from pydantic import ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-CATEGORIES = frozenset(
-    {
-        "coding", "building", "indexing", "debugging", "browsing", "running tests", "writing tests",
-        "manual testing", "writing docs", "communicating", "code reviewing", "researching", "learning",
-        "designing", "ai coding",
-    }
-)  # fmt: skip
-TYPES = ("file", "domain", "url", "app")
-
-MIN_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()
-#: How far in the future a heartbeat may be (client clocks drift).
-MAX_FUTURE_SECONDS = 3600
-MAX_INT = 2**31 - 1
+from jobs.fast_validation import normalised
+from jobs.heartbeat_fields import CATEGORIES, MAX_INT, NAMES, REQUIRED_TEXT, TYPES
 
 _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 # ASCII case-insensitive only: a regex's (?i) folds Unicode too, so "deſigning" (long s) would match.
@@ -52,8 +42,6 @@ _CATEGORY = (
     + ")$"
 )
 _CATEGORY_LIST = ", ".join(sorted(CATEGORIES))
-_NAMES = ("project", "branch", "language", "user_agent", "machine")
-_COUNTS = ("lines", "lineno", "cursorpos", "project_root_count", "line_additions", "line_deletions")
 
 
 def _text(*, min_length: int = 0, max_length: int | None = None, strip: bool = False) -> Any:
@@ -71,14 +59,14 @@ _Count = Annotated[int, Field(strict=True, ge=0, le=MAX_INT)]
 class _Incoming(TypedDict, total=False):
     __pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[misc]
 
-    user_id: Required[_text(min_length=1, max_length=255)]
-    entity: Required[_text(min_length=1, max_length=4096)]
-    type: Literal["file", "domain", "url", "app"] | None
+    user_id: Required[_text(min_length=1, max_length=REQUIRED_TEXT["user_id"])]
+    entity: Required[_text(min_length=1, max_length=REQUIRED_TEXT["entity"])]
+    type: Literal[TYPES] | None
     category: Annotated[str, StringConstraints(strict=True, pattern=_CATEGORY)] | None
     time: Required[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
-    project: _text(max_length=255, strip=True) | None
-    branch: _text(max_length=255, strip=True) | None
-    language: _text(max_length=64, strip=True) | None
+    project: _text(max_length=NAMES["project"], strip=True) | None
+    branch: _text(max_length=NAMES["branch"], strip=True) | None
+    language: _text(max_length=NAMES["language"], strip=True) | None
     is_write: StrictBool | None
     lines: _Count | None
     lineno: _Count | None
@@ -87,39 +75,11 @@ class _Incoming(TypedDict, total=False):
     line_additions: _Count | None
     line_deletions: _Count | None
     dependencies: list[_text()] | _text() | None
-    user_agent: _text(max_length=1024, strip=True) | None
-    machine: _text(max_length=255, strip=True) | None
+    user_agent: _text(max_length=NAMES["user_agent"], strip=True) | None
+    machine: _text(max_length=NAMES["machine"], strip=True) | None
 
 
 _VALIDATOR = TypeAdapter(_Incoming)
-
-
-def _normalise(item: dict[str, Any], now: float) -> dict[str, Any]:
-    when = item["time"]
-    if when < MIN_TIME:
-        raise ValueError("time: must be on or after 2000-01-01 (UNIX seconds)")
-    if when > now + MAX_FUTURE_SECONDS:
-        raise ValueError("time: must not be more than 1 hour in the future")
-    out = {
-        "user_id": item["user_id"],
-        "entity": item["entity"],
-        "type": item.get("type") or "file",
-        "category": (item.get("category") or "coding").lower(),  # ASCII by now
-        "time": when,
-        "is_write": bool(item.get("is_write")),
-    }
-    for name in _NAMES:
-        if value := item.get(name):  # stripped already; empty means absent
-            out[name] = value
-    for name in _COUNTS:
-        if (value := item.get(name)) is not None:
-            out[name] = value
-    dependencies = item.get("dependencies")
-    if isinstance(dependencies, str):
-        dependencies = [part for part in (p.strip() for p in dependencies.split(",")) if part]
-    if dependencies:
-        out["dependencies"] = dependencies
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,15 +157,7 @@ def describe_errors(error: ValidationError) -> str:
 
 def validate_heartbeat(item: Any, *, now: float | None = None) -> dict[str, Any]:
     """Validate and normalise one item; raises ValueError with a readable reason."""
-    if isinstance(item, Unparseable):
-        raise ValueError(item.reason)
-    if not isinstance(item, dict):
-        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
-    try:
-        checked = _VALIDATOR.validate_python(item)
-    except ValidationError as e:
-        raise ValueError(describe_errors(e)) from None
-    return _normalise(checked, now or _time.time())
+    return _validated(item, now or _time.time())
 
 
 def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Validated:
@@ -216,12 +168,30 @@ def validate_heartbeats(items: Iterable[Any], *, now: float | None = None) -> Va
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            accepted.append(validate_heartbeat(item, now=now))
+            accepted.append(_validated(item, now))
         except ValueError as e:
             rejected.append(Rejection(index, str(e)))
         else:
             indexes.append(index)
     return Validated(accepted, indexes, rejected)
+
+
+def _validated(item: Any, now: float) -> dict[str, Any]:
+    if type(item) is dict and (heartbeat := normalised(item, now)) is not None:
+        return heartbeat
+    # Not an object, invalid, or the fast path could not be sure: pydantic decides and words why.
+    if isinstance(item, Unparseable):
+        raise ValueError(item.reason)
+    if not isinstance(item, dict):
+        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
+    try:
+        checked = _VALIDATOR.validate_python(item)
+    except ValidationError as e:
+        raise ValueError(describe_errors(e)) from None
+    heartbeat = normalised(checked, now)  # (pydantic's output leaves no doubt)
+    if heartbeat is None:
+        raise AssertionError(f"the fast path doubts pydantic's output for fields {sorted(checked)}")
+    return heartbeat
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
