@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 
 from rich.console import Console
 
-from bench import phases
+from bench import phases, procs
 from worker.cli import ConfigError, servers_for
 from worker.settings import get_settings
 
@@ -59,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}")
         return 2
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    results["machine"] = procs.machine("%Y-%m-%d")
     phases.print_table(results, Console())
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2, default=str)

@@ -15,17 +15,15 @@ unless they use the same servers: use the embedded (private) ones for figures wo
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any
 
 from rich.console import Console
 
-from bench import data, live_report, phases
+from bench import data, live_report, phases, procs
 from bench.live_phase import LiveSizes, fresh_environment, live_phase
 from bench.procs import Workers, hbw_command
 from worker.cli import ConfigError, servers_for
@@ -118,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}")
         return 2
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    results["machine"] = procs.machine()
     live_report.print_report(results, Console())
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2, default=str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -179,3 +180,13 @@ def machine_busy_seconds() -> float:
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
     return (user + nice + system + irq + softirq) / _TICKS
+
+
+def machine(date_format: str = "%Y-%m-%d %H:%M UTC") -> dict[str, object]:
+    """What a result was measured on, for the JSON results of every benchmark."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": time.strftime(date_format, time.gmtime()),
+    }

@@ -148,8 +148,12 @@ def run_worker(
         return EXIT_OK
     for warning in redis_warnings(broker):
         log.warning("redis.config", problem=warning)
+
+    def engine() -> sa.Engine:
+        return get_engine(settings.database_url, pool_size=settings.threads + 2)
+
     sweeper = OrphanSweeper(
-        lambda: get_engine(settings.database_url, pool_size=settings.threads + 2),
+        engine,
         broker,
         jobs=[job for job, (queue, _) in DERIVED.items() if queue in queues],
         recompute=RECOMPUTE_QUEUE in queues,
@@ -159,11 +163,11 @@ def run_worker(
         stale_after=dt.timedelta(seconds=settings.sweep_stale_after_s),
     )
     broker.add_middleware(sweeper)
-    if any(queue in queues for queue, _ in DERIVED.values()) or RECOMPUTE_QUEUE in queues:
-        broker.add_middleware(OutboxVacuum(
-            lambda: get_engine(settings.database_url, pool_size=settings.threads + 2),
-            interval=settings.outbox_vacuum_interval_s, dead_rows=settings.outbox_vacuum_dead_rows,
-        ))  # fmt: skip
+    if sweeper.jobs or sweeper.recompute:  # this process empties the outbox: it vacuums it too
+        vacuum = OutboxVacuum(
+            engine, interval=settings.outbox_vacuum_interval_s, dead_rows=settings.outbox_vacuum_dead_rows
+        )
+        broker.add_middleware(vacuum)
 
     # Idle threads wake up every worker_timeout ms to check for shutdown; a burst worker should
     # notice quickly that it is done, a long-running one should not poll Redis needlessly.
