@@ -9,8 +9,8 @@
 -- Raw rows in (duplicates, within the batch or with stored rows, ignored). For each user-day that
 -- gained rows, deltas (SPEC section 3, incrementally): only the neighbourhood of a new heartbeat
 -- changes, that is the credit of the stored heartbeat right before it (its gap now ends at the new
--- one) and the new heartbeat's own credit up to the next one; nothing is read beyond those
--- neighbours, whatever the length of the day. A pruned day keeps its derived rows as they are.
+-- one) and the new heartbeat's own credit up to the next one; nothing is read beyond the stored
+-- heartbeats among and right around the new ones, whatever the length of the day. A pruned day keeps its derived rows as they are.
 -- Returns every user-day of the batch with the number of rows it gained (0: all duplicates).
 WITH incoming AS (
     SELECT r.*, round(r.time * 1000000)::bigint AS time_us
@@ -45,44 +45,53 @@ WITH incoming AS (
     SELECT i.* FROM inserted i
     WHERE NOT EXISTS (SELECT 1 FROM user_days u
                       WHERE u.user_id = i.user_id AND u.day = i.day AND u.pruned_at IS NOT NULL)
-), neighbours AS (
-    -- The stored heartbeats right before and right after each new one, in its day. (This
-    -- statement's own inserts are not visible here: the new ones are only in `live`.)
-    SELECT DISTINCT n.user_id, n.day, e.time, e.dedup_hash, e.project, e.language, e.user_agent
-    FROM live n
-    CROSS JOIN LATERAL (
-        (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
-         FROM heartbeats h
-         WHERE h.user_id = n.user_id AND h.time >= hbw_day_start(n.user_id, n.day)
-           AND (h.time, h.dedup_hash) < (n.time, n.dedup_hash)
-         ORDER BY h.time DESC, h.dedup_hash DESC LIMIT 1)
-        UNION ALL
-        (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
-         FROM heartbeats h
-         WHERE h.user_id = n.user_id AND h.time < hbw_day_start(n.user_id, n.day + 1)
-           AND (h.time, h.dedup_hash) > (n.time, n.dedup_hash)
-         ORDER BY h.time, h.dedup_hash LIMIT 1)
-    ) AS e
+), spans AS (
+    SELECT user_id, day, min(time) AS lo, max(time) AS hi FROM live GROUP BY user_id, day
+), stored AS (
+    -- For each user-day's span of new heartbeats, the stored ones around and among them: the last
+    -- before the span, every one inside it (one range scan: in a backlog, new heartbeats of a
+    -- user-day come together, and those stored among them are few; live, a span is one heartbeat)
+    -- and the first after it. (This statement's own inserts are not visible here: the new ones
+    -- are only in `live`.) Each comes with its credit before this batch: the stored ones are
+    -- consecutive, so the next of each is the next stored one.
+    SELECT *, hbw_credit(time, lead(time) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash),
+                         :timeout_us) AS credit_before
+    FROM (
+        SELECT s.user_id, s.day, e.*
+        FROM spans s
+        CROSS JOIN LATERAL (
+            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+             FROM heartbeats h
+             WHERE h.user_id = s.user_id AND h.time >= hbw_day_start(s.user_id, s.day) AND h.time < s.lo
+             ORDER BY h.time DESC, h.dedup_hash DESC LIMIT 1)
+            UNION ALL
+            SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+            FROM heartbeats h
+            WHERE h.user_id = s.user_id AND h.time >= s.lo AND h.time <= s.hi
+            UNION ALL
+            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+             FROM heartbeats h
+             WHERE h.user_id = s.user_id AND h.time > s.hi AND h.time < hbw_day_start(s.user_id, s.day + 1)
+             ORDER BY h.time, h.dedup_hash LIMIT 1)
+        ) AS e
+    ) AS around
 ), neighbourhood AS (
-    SELECT user_id, day, time, dedup_hash, project, language, user_agent, true AS is_new FROM live
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent, true AS is_new,
+           0::bigint AS credit_before
+    FROM live
     UNION ALL
-    SELECT user_id, day, time, dedup_hash, project, language, user_agent, false FROM neighbours
-), credits AS (
-    -- In the neighbourhood, in day order: each heartbeat's credit now (up to the next one of the
-    -- neighbourhood, new or stored) and, for a stored one, before (up to the next stored one).
-    -- Both are exact: every successor that matters is in the neighbourhood.
-    SELECT *,
-           hbw_credit(time, lead(time) OVER w, :timeout_us) AS credit_now,
-           CASE WHEN is_new THEN 0
-                ELSE hbw_credit(time, min(time) FILTER (WHERE NOT is_new)
-                                      OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), :timeout_us)
-           END AS credit_before
-    FROM neighbourhood
-    WINDOW w AS (PARTITION BY user_id, day ORDER BY time, dedup_hash)
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent, false, credit_before
+    FROM stored
 ), changes AS (
+    -- In day order, each heartbeat's credit now: up to the next one of the neighbourhood, which
+    -- holds every heartbeat from the last stored one before the span to the first stored one after
+    -- it, so it is exact for all but that last one, whose credit does not change: it is last both
+    -- now and before, so both read 0 and it is left out.
     SELECT user_id, day, project, language, user_agent, credit_now - credit_before AS coding_us,
            is_new::int AS heartbeat_count, CASE WHEN is_new THEN time END AS at
-    FROM credits
+    FROM (SELECT *, hbw_credit(time, lead(time) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash),
+                               :timeout_us) AS credit_now
+          FROM neighbourhood) AS credited
     WHERE is_new OR credit_now <> credit_before
 ), deltas AS (
     INSERT INTO derived_deltas (job, user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at)
