@@ -96,9 +96,12 @@ def test_random_batches_around_stored_rows_equal_the_reference(db, seed):
     random size and order, with equal times, gaps over the timeout and midnight inside the spans,
     each applied on its own, leave exactly what the reference computes."""
     rng = random.Random(seed)
-    offsets = [rng.choice([-90, -30, 0, 30, 30, 45, 600, 1000, 1000, 2500]) + 50_400 + 3600 * rng.randint(0, 4)
-               for _ in range(120)]  # fmt: skip (around midnight: T0 is 10:00, so 14-18 h later)
-    beats = [items(o, user=rng.choice(["alice", "bob"]), project=rng.choice(["web", "api"]))[0] for o in offsets]
+    near = [-90, -30, 0, 30, 30, 45, 600, 1000, 1000, 2500]  # ties, gaps, over the timeout
+    # around midnight and after it: T0 is 10:00, so 14-18 hours later
+    offsets = [rng.choice(near) + 50_400 + 3600 * rng.randint(0, 4) for _ in range(120)]
+    beats = [
+        items(o, user=rng.choice(["alice", "bob"]), project=rng.choice(["web", "api"]))[0] for o in offsets
+    ]
     for hb in beats:
         hb["entity"] = rng.choice(["a", "b", "c"])  # same time and entity: a duplicate, else a tie
     seen: list[dict] = []
