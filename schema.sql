@@ -63,6 +63,9 @@ CREATE INDEX IF NOT EXISTS user_days_day_user ON user_days (day, user_id);
 -- Set by `hbw prune`: the raw heartbeats of this day are gone, its derived day rows are kept and
 -- are never recomputed again.
 ALTER TABLE user_days ADD COLUMN IF NOT EXISTS pruned_at timestamptz;
+-- The pruned ones, which every store checks its new heartbeats against: a tiny index, so that check
+-- costs the same whatever the number of user-days (a probe per heartbeat: 4 us with 1M of them).
+CREATE INDEX IF NOT EXISTS user_days_pruned ON user_days (user_id, day) WHERE pruned_at IS NOT NULL;
 
 -- Derived work, live path: a transactional outbox. The store computes, in the transaction that
 -- inserts heartbeats, what they change in each derived job's day rows (the credit of the last

@@ -263,6 +263,7 @@ def reprocess_phase(engine, broker, settings: Settings, n: int, console: Console
             chunk_size=settings.run_chunk_size,
             pace=True,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            poll=0.1,  # the clock's precision (hbw backfill polls every 0.5 s)
         )
         wait_drained(engine, broker)
         elapsed = time.perf_counter() - started
