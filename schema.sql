@@ -367,9 +367,18 @@ $$;
 
 -- The project a raw project name counts towards: the project it is an alias of, else itself
 -- (SPEC section 4). The deltas apply it; hbw_alias_sources below is the same rule read backwards.
+-- A one-row table function, which PostgreSQL inlines into the caller as a join (a scalar function
+-- with a lookup runs through the SQL-function executor per row: 5 us instead of under 1).
+CREATE OR REPLACE FUNCTION hbw_canonical_project(user_id text, raw text) RETURNS TABLE (project text)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(a.project, $2)
+    FROM (VALUES (1)) AS one
+    LEFT JOIN project_aliases a ON a.user_id = $1 AND a.alias = $2
+$$;
+-- Schema 8's scalar form of the same rule, for workers of the previous release during an upgrade.
 CREATE OR REPLACE FUNCTION hbw_project_of(user_id text, raw text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT coalesce((SELECT a.project FROM project_aliases a WHERE a.user_id = $1 AND a.alias = $2), $2)
+    SELECT project FROM hbw_canonical_project($1, $2)
 $$;
 
 -- The alias rule (SPEC section 4) in one place. For raw project names whose day rows changed (or

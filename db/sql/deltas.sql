@@ -7,7 +7,9 @@
 -- PostgreSQL checks NOT NULL before ON CONFLICT, so such deltas carry +/-infinity, which least()
 -- and greatest() never keep.
 
--- Lists of users (:user_ids) and rows (:users, :rows) are JSON arrays (db.queries.json_param).
+-- Lists of users (:user_ids) and rows (:users, :rows) are JSON arrays (db.queries.json_param). The
+-- deltas of a list of users are claimed with a join, which hashes one side (`user_id = ANY(array)`
+-- compared each row with the whole list: 15 ms per 1,000 users, 4 ms joined).
 
 -- name: select_delta_users
 -- Users with deltas of a job waiting, with how many of the oldest :limit rows are theirs.
@@ -27,10 +29,9 @@ WHERE pg_try_advisory_xact_lock(u.lock_key)
 -- name: apply_project_deltas
 -- projects: day rows per raw project, totals per canonical project (the alias map applied).
 WITH claimed AS (
-    DELETE FROM derived_deltas
-    WHERE job = 'projects' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
-      AND (failed_at IS NULL OR :failed)
-    RETURNING user_id, day, name, coding_us, heartbeat_count, first_at, last_at
+    DELETE FROM derived_deltas d USING json_array_elements_text(CAST(:user_ids AS json)) AS u(user_id)
+    WHERE d.job = 'projects' AND d.user_id = u.user_id AND (d.failed_at IS NULL OR :failed)
+    RETURNING d.user_id, day, name, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, sum(coding_us)::bigint AS coding_us, sum(heartbeat_count)::int AS heartbeat_count,
            coalesce(min(first_at), 'infinity') AS first_at, coalesce(max(last_at), '-infinity') AS last_at
@@ -43,9 +44,10 @@ WITH claimed AS (
     SET coding_us = d.coding_us + excluded.coding_us, heartbeat_count = d.heartbeat_count + excluded.heartbeat_count,
         first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
 ), totals AS (
-    SELECT user_id, hbw_project_of(user_id, name) AS name, sum(coding_us)::bigint AS coding_us,
-           sum(heartbeat_count)::bigint AS heartbeat_count, min(first_at) AS first_at, max(last_at) AS last_at
-    FROM days GROUP BY 1, 2
+    SELECT d.user_id, c.project AS name, sum(d.coding_us)::bigint AS coding_us,
+           sum(d.heartbeat_count)::bigint AS heartbeat_count, min(d.first_at) AS first_at, max(d.last_at) AS last_at
+    FROM days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.name) AS c
+    GROUP BY 1, 2
 ), total_rows AS (
     INSERT INTO projects AS p
         (user_id, name, first_heartbeat_at, last_heartbeat_at, total_seconds, coding_us, heartbeat_count, color)
@@ -63,10 +65,9 @@ SELECT count(*) FROM claimed
 -- name: apply_language_deltas
 -- languages: day rows per (raw project, language), totals per (canonical project, language).
 WITH claimed AS (
-    DELETE FROM derived_deltas
-    WHERE job = 'languages' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
-      AND (failed_at IS NULL OR :failed)
-    RETURNING user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
+    DELETE FROM derived_deltas d USING json_array_elements_text(CAST(:user_ids AS json)) AS u(user_id)
+    WHERE d.job = 'languages' AND d.user_id = u.user_id AND (d.failed_at IS NULL OR :failed)
+    RETURNING d.user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, language, sum(coding_us)::bigint AS coding_us,
            sum(heartbeat_count)::int AS heartbeat_count, coalesce(min(first_at), 'infinity') AS first_at,
@@ -81,9 +82,10 @@ WITH claimed AS (
     SET coding_us = d.coding_us + excluded.coding_us, heartbeat_count = d.heartbeat_count + excluded.heartbeat_count,
         first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
 ), totals AS (
-    SELECT user_id, hbw_project_of(user_id, name) AS project, language, sum(coding_us)::bigint AS coding_us,
-           sum(heartbeat_count)::bigint AS heartbeat_count, min(first_at) AS first_at, max(last_at) AS last_at
-    FROM days GROUP BY 1, 2, 3
+    SELECT d.user_id, c.project, d.language, sum(d.coding_us)::bigint AS coding_us,
+           sum(d.heartbeat_count)::bigint AS heartbeat_count, min(d.first_at) AS first_at, max(d.last_at) AS last_at
+    FROM days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.name) AS c
+    GROUP BY 1, 2, 3
 ), total_rows AS (
     INSERT INTO project_languages AS pl
         (user_id, project, language, total_seconds, coding_us, heartbeat_count, first_seen_at, last_seen_at)
@@ -102,10 +104,9 @@ SELECT count(*) FROM claimed
 -- user_agents, first half: the day rows. Returns the totals' deltas per (user, user agent), which
 -- the caller adds with the parsed parts (apply_user_agent_totals).
 WITH claimed AS (
-    DELETE FROM derived_deltas
-    WHERE job = 'user_agents' AND user_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:user_ids AS json))))
-      AND (failed_at IS NULL OR :failed)
-    RETURNING user_id, day, name, coding_us, heartbeat_count, first_at, last_at
+    DELETE FROM derived_deltas d USING json_array_elements_text(CAST(:user_ids AS json)) AS u(user_id)
+    WHERE d.job = 'user_agents' AND d.user_id = u.user_id AND (d.failed_at IS NULL OR :failed)
+    RETURNING d.user_id, day, name, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
     SELECT user_id, day, name, hbw_text_key(name) AS agent_key, sum(coding_us)::bigint AS coding_us,
            sum(heartbeat_count)::int AS heartbeat_count, coalesce(min(first_at), 'infinity') AS first_at,

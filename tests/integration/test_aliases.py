@@ -68,6 +68,20 @@ def test_an_alias_survives_reprocessing_and_new_heartbeats(db, settings, broker,
     assert diff(reference.compute(stream.valid, aliases={(user_id, small): big}), snapshot(db)) == []
 
 
+def test_new_heartbeats_under_an_alias_count_towards_its_project(db, settings, broker, populated):
+    """The live path applies the alias map to what it adds (the deltas), not only recomputation."""
+    stream, user_id, (big, small, *_) = populated
+    with db.begin() as conn:
+        add_alias(conn, user_id, small, big)
+    new = [{**hb, "entity": hb["entity"] + ".new", "time": hb["time"] + 0.5}
+           for hb in stream.valid if hb["user_id"] == user_id and hb.get("project") == small]  # fmt: skip
+    assert new
+    enqueue_heartbeats(new, batch_size=7, broker=broker)
+    drain(settings)
+    aliases = {(user_id, small): big}
+    assert diff(reference.compute(stream.valid + new, aliases=aliases), snapshot(db)) == []
+
+
 def test_alias_to_a_project_without_heartbeats_of_its_own(db, populated):
     stream, user_id, (big, *_) = populated
     with db.begin() as conn:
