@@ -37,11 +37,13 @@ def apply_deltas(conn: sa.Connection, job: str, user_ids: Sequence[str], *, fail
 
 def apply_user_agent_day_deltas(
     conn: sa.Connection, user_ids: Sequence[str], *, failed: bool = False
-) -> list[sa.Row]:
-    """The day-row half for user_agents; returns (user_id, user_agent, coding_us,
-    heartbeat_count, first_at, last_at) per user agent, for apply_user_agent_totals."""
+) -> list[dict[str, Any]]:
+    """The day-row half for user_agents; returns a dict of user_id, user_agent, coding_us,
+    heartbeat_count, first_at and last_at per user agent, for apply_user_agent_totals."""
     params = {"user_ids": json_param(list(user_ids)), "failed": failed}
-    return list(conn.execute(query("apply_user_agent_day_deltas"), params))
+    result = conn.execute(query("apply_user_agent_day_deltas"), params)
+    names = list(result.keys())  # (once: Row._asdict() builds the keys again for every row)
+    return [dict(zip(names, row, strict=True)) for row in result]
 
 
 def apply_user_agent_totals(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:

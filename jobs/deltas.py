@@ -52,9 +52,11 @@ def apply(conn: sa.Connection, job: str, *, users: Sequence[str] | None = None) 
     if job != "user_agents":
         return ApplyResult(chosen, db_deltas.apply_deltas(conn, job, chosen, failed=retry), more)
     agents = db_deltas.apply_user_agent_day_deltas(conn, chosen, failed=retry)
-    db_deltas.apply_user_agent_totals(
-        conn, [{**row._asdict(), **parse_user_agent(row.user_agent).as_row()} for row in agents]
-    )
+    # (a batch has many users and few distinct user agents)
+    parsed = {agent: parse_user_agent(agent).as_row() for agent in {row["user_agent"] for row in agents}}
+    for row in agents:
+        row.update(parsed[row["user_agent"]])
+    db_deltas.apply_user_agent_totals(conn, agents)
     return ApplyResult(chosen, len(agents), more)
 
 
