@@ -73,8 +73,8 @@ def test_new_heartbeats_under_an_alias_count_towards_its_project(db, settings, b
     stream, user_id, (big, small, *_) = populated
     with db.begin() as conn:
         add_alias(conn, user_id, small, big)
-    new = [{**hb, "entity": hb["entity"] + ".new", "time": hb["time"] + 0.5}
-           for hb in stream.valid if hb["user_id"] == user_id and hb.get("project") == small]  # fmt: skip
+    mine = [hb for hb in stream.valid if hb["user_id"] == user_id and hb.get("project") == small]
+    new = [{**hb, "entity": hb["entity"] + ".new", "time": hb["time"] + 0.5} for hb in mine]
     assert new
     enqueue_heartbeats(new, batch_size=7, broker=broker)
     drain(settings)
