@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -68,10 +67,6 @@ def count_stale_between(
     params = {"since": since, "until": until, "user_id": user_id}
     to_do, failed = conn.execute(query("count_stale_between"), params).one()
     return to_do, failed
-
-
-def select_latest_runs(conn: sa.Connection, limit: int = 10) -> Sequence[sa.Row]:
-    return list(conn.execute(query("select_latest_runs"), {"limit": limit}))
 
 
 def select_last_run(conn: sa.Connection, kind: str) -> sa.Row | None:

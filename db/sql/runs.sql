@@ -65,9 +65,6 @@ FROM stale_days
 WHERE day BETWEEN :since AND :until
   AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
 
--- name: select_latest_runs
-SELECT * FROM reprocess_runs ORDER BY started_at DESC LIMIT :limit
-
 -- name: select_last_run
 -- The latest run of a kind (`hbw status` shows the last daily reprocess).
 SELECT * FROM reprocess_runs WHERE kind = :kind ORDER BY started_at DESC LIMIT 1
