@@ -324,8 +324,9 @@ $$;
 
 -- What a heartbeat is credited for the gap to the next one of its day (NULL: none follows).
 -- Exact: a same-day gap is < 86400 s, which a double holds to well under 1 us. Two one-expression
--- functions, each using its arguments once, so PostgreSQL inlines both into the calling statement
--- (a FROM clause in the body ran it through the SQL-function executor per row: 3.8 vs 0.45 us).
+-- functions without a FROM clause, which PostgreSQL inlines into the calling statement (the
+-- gap's expression, used twice, is cheap enough for that): a FROM clause in the body ran it
+-- through the SQL-function executor per row, 3.8 us against 0.45 inlined.
 CREATE OR REPLACE FUNCTION hbw_credit_gap(gap_us bigint, timeout_us bigint) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN gap_us <= timeout_us THEN gap_us ELSE 0 END

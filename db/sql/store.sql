@@ -9,9 +9,11 @@
 -- Raw rows in (duplicates, within the batch or with stored rows, ignored). For each user-day that
 -- gained rows, deltas (SPEC section 3, incrementally): only the neighbourhood of a new heartbeat
 -- changes, that is the credit of the stored heartbeat right before it (its gap now ends at the new
--- one) and the new heartbeat's own credit up to the next one; of the stored heartbeats, only those
--- among and right around the new ones are read, whatever the length of the day. A pruned day keeps
--- its derived rows as they are.
+-- one) and the new heartbeat's own credit up to the next one. Of the stored heartbeats, only those
+-- around and among a user-day's new ones are read: live, a batch holds one new heartbeat of a
+-- user-day, so two neighbours whatever the length of the day; a batch with new heartbeats far apart
+-- in one day (a late one beside a current one) reads the stored ones between them, at most the
+-- day. A pruned day keeps its derived rows as they are.
 -- Returns every user-day of the batch with the number of rows it gained (0: all duplicates).
 WITH incoming AS (
     SELECT r.*, round(r.time * 1000000)::bigint AS time_us
