@@ -10,10 +10,8 @@
 -- gained rows, deltas (SPEC section 3, incrementally): only the neighbourhood of a new heartbeat
 -- changes, that is the credit of the stored heartbeat right before it (its gap now ends at the new
 -- one) and the new heartbeat's own credit up to the next one. Of the stored heartbeats, only those
--- around and among a user-day's new ones are read: live, a batch holds one new heartbeat of a
--- user-day, so two neighbours whatever the length of the day; a batch with new heartbeats far apart
--- in one day (a late one beside a current one) reads the stored ones between them, at most the
--- day. A pruned day keeps its derived rows as they are.
+-- around and among the new ones are read (below, `parts`), whatever the length of the day. A
+-- pruned day keeps its derived rows as they are.
 -- Returns every user-day of the batch with the number of rows it gained (0: all duplicates).
 WITH incoming AS (
     SELECT r.*, round(r.time * 1000000)::bigint AS time_us
@@ -48,19 +46,30 @@ WITH incoming AS (
     SELECT i.* FROM inserted i
     WHERE NOT EXISTS (SELECT 1 FROM user_days u
                       WHERE u.user_id = i.user_id AND u.day = i.day AND u.pruned_at IS NOT NULL)
+), parts AS (
+    -- A user-day's new heartbeats in parts, cut where two are more than the timeout (and an hour)
+    -- apart: no credit reaches across such a cut, so each part needs only the stored heartbeats
+    -- around and among its own new ones (a late heartbeat beside a current one reads two
+    -- neighbourhoods, not the day between them). A stored heartbeat read for two parts changes in
+    -- one of them at most: in the other, the next heartbeat is more than the timeout away both
+    -- now and before. (The hour keeps a backlog's sessions of a day in one part: one range scan
+    -- over the few stored among them costs less than three probes per session.)
+    SELECT *, count(*) FILTER (WHERE cut) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash) AS part
+    FROM (SELECT *, time - lag(time) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash)
+                    > greatest(:timeout_us * interval '1 microsecond', interval '1 hour') AS cut
+          FROM live) AS cuts
 ), spans AS (
-    SELECT user_id, day, min(time) AS lo, max(time) AS hi FROM live GROUP BY user_id, day
+    SELECT user_id, day, part, min(time) AS lo, max(time) AS hi FROM parts GROUP BY user_id, day, part
 ), stored AS (
-    -- For each user-day's span of new heartbeats, the stored ones around and among them: the last
-    -- before the span, every one inside it (one range scan: in a backlog, new heartbeats of a
-    -- user-day come together, and those stored among them are few; live, a span is one heartbeat)
-    -- and the first after it. (This statement's own inserts are not visible here: the new ones
-    -- are only in `live`.) Each comes with its credit before this batch: the stored ones are
-    -- consecutive, so the next of each is the next stored one.
-    SELECT *, hbw_credit(time, lead(time) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash),
-                         :timeout_us) AS credit_before
+    -- For each part, the stored heartbeats around and among its new ones: the last before it,
+    -- every one inside it (one range scan: in a backlog, new heartbeats of a user-day come
+    -- together, and those stored among them are few; live, a part is one heartbeat) and the first
+    -- after it. (This statement's own inserts are not visible here: the new ones are only in
+    -- `live`.) Each comes with its credit before this batch: the stored ones are consecutive, so
+    -- the next of each is the next stored one.
+    SELECT *, hbw_credit(time, lead(time) OVER w, :timeout_us) AS credit_before
     FROM (
-        SELECT s.user_id, s.day, e.*
+        SELECT s.user_id, s.day, s.part, e.*
         FROM spans s
         CROSS JOIN LATERAL (
             (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
@@ -78,23 +87,24 @@ WITH incoming AS (
              ORDER BY h.time, h.dedup_hash LIMIT 1)
         ) AS e
     ) AS around
+    WINDOW w AS (PARTITION BY user_id, day, part ORDER BY time, dedup_hash)
 ), neighbourhood AS (
-    SELECT user_id, day, time, dedup_hash, project, language, user_agent, true AS is_new,
+    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, true AS is_new,
            0::bigint AS credit_before
-    FROM live
+    FROM parts
     UNION ALL
-    SELECT user_id, day, time, dedup_hash, project, language, user_agent, false, credit_before
+    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, false, credit_before
     FROM stored
 ), changes AS (
-    -- In day order, each heartbeat's credit now: up to the next one of the neighbourhood, which
-    -- holds every heartbeat from the last stored one before the span to the first stored one after
-    -- it, so it is exact for all but that last one, whose credit does not change: it is last both
-    -- now and before, so both read 0 and it is left out.
+    -- In day order, each heartbeat's credit now: up to the next one of its part's neighbourhood,
+    -- which holds every heartbeat from the last stored one before the part to the first stored one
+    -- after it, so it is exact for all but that last one, whose credit does not change: it is last
+    -- both now and before, so both read 0 and it is left out.
     SELECT user_id, day, project, language, user_agent, credit_now - credit_before AS coding_us,
            is_new::int AS heartbeat_count, CASE WHEN is_new THEN time END AS at
-    FROM (SELECT *, hbw_credit(time, lead(time) OVER (PARTITION BY user_id, day ORDER BY time, dedup_hash),
-                               :timeout_us) AS credit_now
-          FROM neighbourhood) AS credited
+    FROM (SELECT *, hbw_credit(time, lead(time) OVER w, :timeout_us) AS credit_now
+          FROM neighbourhood
+          WINDOW w AS (PARTITION BY user_id, day, part ORDER BY time, dedup_hash)) AS credited
     WHERE is_new OR credit_now <> credit_before
 ), deltas AS (
     INSERT INTO derived_deltas (job, user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at)
