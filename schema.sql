@@ -291,7 +291,7 @@ END $$;
 -- SPEC section 2, in one place: a heartbeat's identity. The first 16 bytes of sha256 over the UTF-8
 -- of "<len>:<user_id>;<len>:<entity>;<len>:<type>;<len>:<category>;<time_us>;<len>:<project>;
 -- <len>:<branch>;<len>:<language>;<t|f>", where <len> is the length in characters, an absent value
--- is "-", and time_us is the time in integer microseconds (README "Deduplication").
+-- is "-", and time_us is the time in integer microseconds (docs/spec.md, section 2).
 -- Declared STABLE, as convert_to is, so PostgreSQL inlines it into the store's statement: an
 -- IMMUTABLE function with a STABLE body runs through the SQL-function executor once per row,
 -- which cost the store ~6 us per heartbeat.

@@ -1,7 +1,7 @@
-"""An independent computation of every table, in plain Python, straight from ../shared/SPEC.md.
+"""An independent computation of every table, in plain Python, straight from docs/spec.md.
 
 It shares no code with the production path (which computes in SQL): its own normalisation, its
-own identity and hash (the format the README documents), its own durations. Tests compare the
+own identity and hash (the format docs/spec.md documents), its own durations. Tests compare the
 database with it after the queues drain.
 """
 
@@ -54,7 +54,7 @@ class Beat:
 
 
 def identity_hash(user_id, entity, type_, category, time_us, project, branch, language, is_write) -> bytes:
-    """The documented identity format (README, Deduplication), written independently of the SQL."""
+    """The documented identity format (docs/spec.md, section 2), written independently of the SQL."""
 
     def field(value: str | None) -> str:
         return "-" if value is None else f"{len(value)}:{value}"
