@@ -4,16 +4,18 @@ writes the deltas it makes to the derived tables (db/sql/store.sql)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
-from db.queries import query
+from db.queries import json_param, query
 
 
 def insert_heartbeats(
-    conn: sa.Connection, batch_json: str, timeout_us: int
+    conn: sa.Connection, heartbeats: Sequence[Mapping[str, Any]], timeout_us: int
 ) -> list[tuple[str, dt.date, int]]:
-    """Insert a JSON array of normalised heartbeats, with their deltas; returns (user_id, day,
+    """Insert normalised heartbeats (one JSON parameter), with their deltas; returns (user_id, day,
     rows gained) per user-day. The caller holds the store locks of the batch's users."""
-    params = {"batch": batch_json, "timeout_us": timeout_us}
+    params = {"batch": json_param(list(heartbeats)), "timeout_us": timeout_us}
     return [tuple(r) for r in conn.execute(query("insert_heartbeats"), params)]

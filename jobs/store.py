@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from db import derived as db_derived
@@ -36,5 +35,5 @@ def store_heartbeats(
     if not heartbeats:
         return StoreResult(received=0, inserted=0)
     db_derived.lock_users(conn, sorted(store_lock(user_id) for user_id in {h["user_id"] for h in heartbeats}))
-    days = db_heartbeats.insert_heartbeats(conn, orjson.dumps(heartbeats).decode(), timeout_us)
+    days = db_heartbeats.insert_heartbeats(conn, heartbeats, timeout_us)
     return StoreResult(received=len(heartbeats), inserted=sum(n for _, _, n in days))
