@@ -180,18 +180,24 @@ def _validated(item: Any, now: float) -> dict[str, Any]:
     if type(item) is dict and (heartbeat := normalised(item, now)) is not None:
         return heartbeat
     # Not an object, invalid, or the fast path could not be sure: pydantic decides and words why.
+    checked = checked_by_pydantic(item)
+    heartbeat = normalised(checked, now)  # (pydantic's output leaves no doubt)
+    if heartbeat is None:
+        raise AssertionError(f"the fast path doubts pydantic's output for fields {sorted(checked)}")
+    return heartbeat
+
+
+def checked_by_pydantic(item: Any) -> dict[str, Any]:
+    """The slow path's checks: the fields of `item` as pydantic accepts them (not yet in the normal
+    form, and the time not checked against the clock), or ValueError with the readable reason."""
     if isinstance(item, Unparseable):
         raise ValueError(item.reason)
     if not isinstance(item, dict):
         raise ValueError(f"must be a JSON object (got {_json_type(item)})")
     try:
-        checked = _VALIDATOR.validate_python(item)
+        return _VALIDATOR.validate_python(item)
     except ValidationError as e:
         raise ValueError(describe_errors(e)) from None
-    heartbeat = normalised(checked, now)  # (pydantic's output leaves no doubt)
-    if heartbeat is None:
-        raise AssertionError(f"the fast path doubts pydantic's output for fields {sorted(checked)}")
-    return heartbeat
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -23,8 +23,7 @@ from jobs.heartbeat import (
     _VALIDATOR,
     Unparseable,
     _Incoming,
-    _json_type,
-    describe_errors,
+    checked_by_pydantic,
     validate_heartbeat,
     validate_heartbeats,
 )
@@ -65,16 +64,9 @@ def reference_normal_form(item: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def pydantic_only(item: Any, *, now: float) -> dict[str, Any]:
-    """jobs.heartbeat.validate_heartbeat as it was before the fast path."""
-    if isinstance(item, Unparseable):
-        raise ValueError(item.reason)
-    if not isinstance(item, dict):
-        raise ValueError(f"must be a JSON object (got {_json_type(item)})")
-    try:
-        checked = _VALIDATOR.validate_python(item)
-    except ValidationError as e:
-        raise ValueError(describe_errors(e)) from None
-    return reference_normal_form(checked, now)
+    """jobs.heartbeat.validate_heartbeat as it was before the fast path: pydantic's checks, then the
+    normal form written out independently above."""
+    return reference_normal_form(checked_by_pydantic(item), now)
 
 
 def exact(value: Any) -> Any:
