@@ -1,6 +1,6 @@
 """The benchmark's data set: N realistic heartbeats, half of them from one heavy user.
 
-Built from worker.sample (sessions, project switches, several editors, equal timestamps, 5%
+Built from worker.cli.sample (sessions, project switches, several editors, equal timestamps, 5%
 exact duplicates): one heavy user with two years of history (half of N, for the read benchmark)
 and many ordinary users with two weeks each. Items arrive roughly in time order, as plugins send
 them live, with a minute of jitter (so batches are out of order locally, like real ingest).
@@ -12,7 +12,7 @@ import datetime as dt
 import random
 from typing import Any
 
-from worker.sample import generate_heartbeats
+from worker.cli.sample import generate_heartbeats
 
 HEAVY_USER = "heavy-user"
 #: The data ends (exclusive) on this UTC day, so every run generates the same heartbeats.

@@ -5,7 +5,7 @@ embedded ones), with a database and Redis namespace of its own, and keeps it bus
 clients (coroutines of one asyncio process, light enough that 200 of them leave the cores to the
 server), each with its own API key and keep-alive connection, posting bulk requests of 25 (or, with
 ``--batch 1-25``, a random 1 to 25) heartbeats the way wakatime-cli does. Reports requests/s,
-heartbeats/s, latency p50/p99, store messages per request (group commit, worker.http_groups), and
+heartbeats/s, latency p50/p99, store messages per request (group commit, worker.http.groups), and
 checks that every acknowledged heartbeat is on the queue. No workers run: this measures the ingest
 alone.
 """

@@ -25,8 +25,8 @@ from bench import phases
 from bench.live_traffic import Users, preload, produce
 from bench.pacing import due_times, match_lags, percentile, plan_calls
 from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
-from worker.broker import setup_broker
 from worker.database import get_engine
+from worker.runtime.broker import setup_broker
 from worker.settings import Settings, get_settings
 
 DATABASE = "hbw_live"

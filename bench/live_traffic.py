@@ -17,9 +17,9 @@ from typing import Any
 import dramatiq
 
 from bench.pacing import Call, percentile
-from worker.messages import HEARTBEATS_QUEUE
+from worker.cli.sample import LANGUAGES, USER_AGENTS
 from worker.producer import enqueue_heartbeats
-from worker.sample import LANGUAGES, USER_AGENTS
+from worker.runtime.messages import HEARTBEATS_QUEUE
 
 PROJECTS = ["web-app", "api", "infra", "docs", "data-pipeline", "mobile", "cli-tools"]
 #: Queued store messages the preload lets pile up before it waits for the workers (bounds Redis).

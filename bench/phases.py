@@ -25,12 +25,12 @@ from bench.procs import Workers, cpu_seconds_by_program, hbw_command
 from db import stale as db_stale
 from db.schema import apply_schema
 from jobs.heartbeat import chunked
-from worker.broker import setup_broker
 from worker.database import get_engine
-from worker.messages import QUEUES
 from worker.producer import enqueue_heartbeats
-from worker.runner import queues_empty
 from worker.runs import RunSpec, execute_run
+from worker.runtime.broker import setup_broker
+from worker.runtime.messages import QUEUES
+from worker.runtime.runner import queues_empty
 from worker.settings import Settings, get_settings
 
 DATABASE = "hbw_bench"

@@ -26,10 +26,10 @@ from rich.table import Table
 
 from bench import data, phases
 from bench.procs import cpu_seconds_by_program, hbw_command
-from worker.broker import setup_broker
 from worker.cli import ConfigError, servers_for
 from worker.database import get_engine
-from worker.messages import QUEUES
+from worker.runtime.broker import setup_broker
+from worker.runtime.messages import QUEUES
 from worker.settings import get_settings
 
 REPORTED = ("python", "postgres", "redis-server")

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from db.queries import Key, json_param, key_params, query
 
-#: The derived jobs: each owns day rows and totals (schema.sql), and a queue (worker.messages).
+#: The derived jobs: each owns day rows and totals (schema.sql), and a queue (worker.runtime.messages).
 JOBS = ("languages", "projects", "user_agents")
 
 

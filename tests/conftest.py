@@ -37,8 +37,8 @@ TABLES = (
 )  # fmt: skip
 
 
-#: Threads a Dramatiq worker of ours starts (worker.middleware, worker.sweeper, worker.supervisor,
-#: worker.doorbell).
+#: Threads a Dramatiq worker of ours starts (worker.runtime.middleware, worker.runtime.sweeper, worker.runtime.supervisor,
+#: worker.runtime.doorbell).
 OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch", "doorbell", "outbox-vacuum")
 
 
@@ -133,7 +133,7 @@ def settings(database_url: str, server_urls: services.ServerUrls, redis_namespac
 @pytest.fixture(scope="session")
 def broker(settings: Settings):
     """The Dramatiq broker, installed globally before the actors are imported (as in production)."""
-    from worker.broker import setup_broker
+    from worker.runtime.broker import setup_broker
 
     broker = setup_broker(settings)
     yield broker
@@ -165,7 +165,7 @@ def db(engine: sa.Engine, broker, settings: Settings) -> sa.Engine:
 def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None:
     """Run a worker in this process until every queue is drained (`hbw worker --burst`); fail,
     instead of hanging, when it does not drain within `timeout` seconds."""
-    from worker.runner import run_worker
+    from worker.runtime.runner import run_worker
 
     stop, codes = threading.Event(), []
 
@@ -186,7 +186,7 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
 def with_actors(other):
     """A broker standing for another worker process's: with the actors that process's
     setup_broker would declare (a consumer dead-letters messages for actors it does not know)."""
-    from worker.broker import installed_broker
+    from worker.runtime.broker import installed_broker
 
     for actor in installed_broker().actors.values():
         other.declare_actor(actor)

@@ -1,4 +1,4 @@
-"""Heartbeat streams for end-to-end tests: the realistic sample of ``worker.sample`` (with the
+"""Heartbeat streams for end-to-end tests: the realistic sample of ``worker.cli.sample`` (with the
 user agents of the shared corpus), plus invalid items for each rule of SPEC section 1, shuffled
 into out-of-order delivery. Deterministic per seed."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.sample import USER_AGENTS, generate_heartbeats
+from worker.cli.sample import USER_AGENTS, generate_heartbeats
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "user_agents.txt"
 
@@ -82,7 +82,7 @@ class Stream:
 def generate(
     *, seed: int = 1, users: int = 8, days: int = 5, invalid_share: float = 0.02, **options
 ) -> Stream:
-    """A sample stream (worker.sample) plus a share of invalid items, all shuffled."""
+    """A sample stream (worker.cli.sample) plus a share of invalid items, all shuffled."""
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC)
     end = now.date()  # the last generated day is yesterday; sessions may run into today

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from worker.logs import get_logger, redact
-from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
+from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import EMBEDDED, Settings, get_settings
 
 log = get_logger("hbw.cli")

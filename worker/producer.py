@@ -2,7 +2,7 @@
 
 :func:`enqueue_heartbeats` is the producer API an ingest service calls::
 
-    from worker.broker import setup_broker
+    from worker.runtime.broker import setup_broker
     from worker.producer import enqueue_heartbeats
     from worker.settings import get_settings
 
@@ -28,7 +28,7 @@ from typing import Any, Protocol, TextIO
 import dramatiq
 
 from jobs.heartbeat import Rejection, validate_heartbeat
-from worker.messages import store_message
+from worker.runtime.messages import store_message
 
 
 class Rejections(Protocol):

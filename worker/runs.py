@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from db import runs as db_runs
 from db import stale as db_stale
 from worker.logs import describe_error, get_logger
-from worker.outbox import send_recomputes
+from worker.runtime.outbox import send_recomputes
 
 log = get_logger("hbw.runs")
 

@@ -53,13 +53,13 @@ class Settings(BaseSettings):
     #: How often each process rescues dead workers' messages (Dramatiq only does it by chance).
     maintenance_interval_ms: int = Field(default=5_000, ge=100)
 
-    #: The orphan sweeper (worker.sweeper): how often each worker process looks, and when a pending
+    #: The orphan sweeper (worker.runtime.sweeper): how often each worker process looks, and when a pending
     #: recomputation counts as orphaned (never sent for `min_age`, or sent `stale_after` ago).
     sweep_interval_s: float = Field(default=30, gt=0)
     sweep_min_age_s: float = Field(default=60, ge=0)
     sweep_stale_after_s: float = Field(default=900, ge=0)
     #: Each worker process applying deltas vacuums an outbox table (derived_deltas, stale_days)
-    #: once it has this many dead rows, checking every `interval` seconds (worker.vacuum).
+    #: once it has this many dead rows, checking every `interval` seconds (worker.runtime.vacuum).
     outbox_vacuum_interval_s: float = Field(default=5, gt=0)
     outbox_vacuum_dead_rows: int = Field(default=5_000, ge=1)
     #: User-days per derived-job message.
@@ -93,14 +93,14 @@ class Settings(BaseSettings):
     http_max_heartbeats: int = Field(default=1000, ge=1)
     http_rate_limit_per_minute: int = Field(default=600, ge=0)  # per key; 0: no limit
     http_key_cache_seconds: float = Field(default=60, ge=0)
-    #: Connection limits (worker.http_limits): the request line and headers, and how long reading
+    #: Connection limits (worker.http.limits): the request line and headers, and how long reading
     #: them, then the body, may take.
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_body_timeout_seconds: float = Field(default=30, gt=0)
-    #: Failed authentications per client address per minute, then 429 (worker.ratelimit; 0: no limit).
+    #: Failed authentications per client address per minute, then 429 (worker.http.ratelimit; 0: no limit).
     http_auth_failures_per_minute: int = Field(default=30, ge=0)
-    #: Group commit (worker.http_groups): heartbeats of requests arriving within this many ms of a
+    #: Group commit (worker.http.groups): heartbeats of requests arriving within this many ms of a
     #: group's first one (up to HBW_BATCH_SIZE of them) go to Redis as one message. 0: one per request.
     http_group_window_ms: float = Field(default=5, ge=0, le=1_000)
     #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the

@@ -29,11 +29,11 @@ from jobs.locks import job_lock
 from tests import reference, streams
 from tests.conftest import TABLES, free_port
 from tests.tables import diff, snapshot
-from worker.broker import make_broker
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
-from worker.messages import QUEUES
 from worker.producer import EnqueueError, enqueue_heartbeats
-from worker.runner import queues_empty
+from worker.runtime.broker import make_broker
+from worker.runtime.messages import QUEUES
+from worker.runtime.runner import queues_empty
 from worker.settings import Settings
 
 #: Every fault inflicted in this session, for the README's Reliability section.

@@ -18,15 +18,15 @@ import dramatiq.worker
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
-from worker.broker import HbwRedisBroker, setup_broker
-from worker.consumer import HbwConsumer, settle
 from worker.logs import configure_logging
-from worker.runner import run_worker
+from worker.runtime.broker import HbwRedisBroker, setup_broker
+from worker.runtime.consumer import HbwConsumer, settle
+from worker.runtime.runner import run_worker
 from worker.settings import get_settings
 
 
 def install_faults(broker, rng: random.Random, tally: Counter) -> None:
-    from worker import actors  # (declared by setup_broker)
+    from worker.runtime import actors  # (declared by setup_broker)
 
     class FlakyAcks(HbwConsumer):
         def ack(self, message):

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.faults.conftest import FAST, TALLY, Blocker, stop
-from worker.messages import store_message
+from worker.runtime.messages import store_message
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.faults.conftest import FAST, Blocker, children, group, stop
-from worker.messages import store_message, update_message
+from worker.runtime.messages import store_message, update_message
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

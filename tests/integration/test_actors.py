@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import drain
-from worker.messages import store_message
+from worker.runtime.messages import store_message
 
 NOW = time.time()
 

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from tests import reference, streams
 from tests.tables import diff, snapshot
 from worker import cli
-from worker.messages import QUEUES
 from worker.producer import enqueue_heartbeats
-from worker.runner import queues_empty
+from worker.runtime.messages import QUEUES
+from worker.runtime.runner import queues_empty
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from tests.conftest import drain
 from worker import cli
-from worker.messages import store_message
+from worker.runtime.messages import store_message
 
 NOW = time.time()
 

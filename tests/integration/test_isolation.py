@@ -96,7 +96,7 @@ def test_a_failing_user_day_is_set_aside_and_the_others_are_computed(db, setting
 
 
 def running_worker(settings) -> tuple[threading.Event, threading.Thread]:
-    from worker.runner import run_worker
+    from worker.runtime.runner import run_worker
 
     stop = threading.Event()
     worker = threading.Thread(target=run_worker, args=(settings,), kwargs={"threads": 2, "handle_signals": False,

@@ -1,4 +1,4 @@
-"""Worker liveness that means it (worker.liveness): on Redis's clock, so a skewed host declares
+"""Worker liveness that means it (worker.runtime.liveness): on Redis's clock, so a skewed host declares
 nobody dead; a worker whose threads died, or that takes nothing while messages wait, is unhealthy
 in `hbw health`, `hbw status` and the metrics, and one whose threads died exits so it is restarted."""
 
@@ -13,13 +13,13 @@ import pytest
 
 from tests.conftest import with_actors
 from tests.integration.test_status import heartbeats, run_cli
-from worker.broker import HbwConsumer, make_broker
-from worker.liveness import read_workers
-from worker.messages import store_message
-from worker.metrics import Metrics, QueueCollector
-from worker.middleware import WorkerHeartbeat
 from worker.producer import enqueue_heartbeats
-from worker.runner import run_worker
+from worker.runtime.broker import HbwConsumer, make_broker
+from worker.runtime.liveness import read_workers
+from worker.runtime.messages import store_message
+from worker.runtime.metrics import Metrics, QueueCollector
+from worker.runtime.middleware import WorkerHeartbeat
+from worker.runtime.runner import run_worker
 
 
 class ThreadKiller(BaseException):

@@ -9,8 +9,8 @@ import time
 
 import sqlalchemy as sa
 
-from worker.messages import store_message
-from worker.runner import run_worker
+from worker.runtime.messages import store_message
+from worker.runtime.runner import run_worker
 
 NOW = time.time()
 

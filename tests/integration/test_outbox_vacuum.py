@@ -1,4 +1,4 @@
-"""The workers vacuum the outbox (worker.vacuum): dead rows left by applied deltas go, whatever
+"""The workers vacuum the outbox (worker.runtime.vacuum): dead rows left by applied deltas go, whatever
 autovacuum does (it is off on some servers and visits a database once a minute at best)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tests.derive import apply_all
 from tests.integration.test_store import items, store
-from worker.vacuum import OutboxVacuum
+from worker.runtime.vacuum import OutboxVacuum
 
 
 def vacuums(engine) -> int:

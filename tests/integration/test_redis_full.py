@@ -23,13 +23,13 @@ from tests.conftest import free_port, with_actors
 from tests.integration.test_status import run_cli
 from tests.integration.test_web import basic, post, serve
 from tests.tables import diff, snapshot
-from worker.broker import make_broker
 from worker.embedded import EmbeddedRedis
-from worker.liveness import read_workers
-from worker.metrics import QueueCollector
+from worker.http.app import create_app
 from worker.producer import EnqueueError, enqueue_heartbeats
+from worker.runtime.broker import make_broker
+from worker.runtime.liveness import read_workers
+from worker.runtime.metrics import QueueCollector
 from worker.settings import get_settings
-from worker.web import create_app
 
 NAMESPACE = "hbw-full"
 

@@ -21,8 +21,8 @@ from tests.conftest import drain
 from tests.tables import diff, snapshot
 from worker import cli
 from worker.producer import enqueue_heartbeats
-from worker.runner import run_worker
 from worker.runs import RunSpec, _lock_key, execute_run, run_key
+from worker.runtime.runner import run_worker
 
 pytestmark = pytest.mark.slow
 

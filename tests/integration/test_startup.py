@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import free_port
-from worker.broker import make_broker
 from worker.embedded import EmbeddedRedis
-from worker.runner import redis_warnings
+from worker.runtime.broker import make_broker
+from worker.runtime.runner import redis_warnings
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow

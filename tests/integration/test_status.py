@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import drain, free_port
 from worker import cli
-from worker import status as status_
-from worker.messages import QUEUES, store_message, update_message
 from worker.producer import enqueue_heartbeats
+from worker.runtime import status as status_
+from worker.runtime.messages import QUEUES, store_message, update_message
 
 NOW = time.time()
 
@@ -117,7 +117,7 @@ def value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, settings):
-    from worker.metrics import MetricsServer
+    from worker.runtime.metrics import MetricsServer
 
     server = MetricsServer(broker, 0, settings.worker_heartbeat_timeout_ms, host="127.0.0.1")
     try:

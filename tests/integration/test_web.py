@@ -23,10 +23,10 @@ import uvicorn
 from db.engine import create_engine
 from jobs.keys import create_key, revoke_key
 from tests.conftest import drain, free_port
-from worker.broker import make_broker
-from worker.http_limits import uvicorn_options
+from worker.http.app import create_app
+from worker.http.limits import uvicorn_options
+from worker.runtime.broker import make_broker
 from worker.settings import Settings
-from worker.web import create_app
 
 UA = "wakatime/v1.90.0 (linux-6.5.0-15-generic-x86_64) go1.21.5 vscode/1.85.1 vscode-wakatime/24.4.0"
 

@@ -1,4 +1,4 @@
-"""Group commit of `hbw serve` over real HTTP (worker.http_groups): 50 plugins posting at once share
+"""Group commit of `hbw serve` over real HTTP (worker.http.groups): 50 plugins posting at once share
 store messages, every heartbeat is queued and stored exactly once with each response's per-item
 statuses right, a lost message is a 503 for exactly the requests it carried, and a window of 0
 keeps one message per request."""
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from jobs.keys import create_key
 from tests.conftest import drain
 from tests.integration.test_web import BULK, basic, serve
-from worker.web import create_app
+from worker.http.app import create_app
 
 REQUESTS = 50
 

@@ -1,5 +1,5 @@
-"""Crafted messages on the wire cannot stop, wedge or steer a worker (worker.consumer,
-worker.messages.admit): options are the worker's to decide, the id a message is acked under is the
+"""Crafted messages on the wire cannot stop, wedge or steer a worker (worker.runtime.consumer,
+worker.runtime.messages.admit): options are the worker's to decide, the id a message is acked under is the
 one Redis holds it under, and whatever is malformed is dead-lettered with its reason while the
 messages around it are processed exactly."""
 
@@ -18,8 +18,8 @@ from tests.conftest import drain
 from tests.tables import diff, snapshot
 from tests.unit.test_admission import OPTION_KEYS
 from worker import cli
-from worker.messages import store_message
 from worker.producer import enqueue_heartbeats
+from worker.runtime.messages import store_message
 
 NOW = time.time()
 

@@ -1,4 +1,4 @@
-"""What a worker takes from the wire (worker.messages.admit): whatever a producer writes, a
+"""What a worker takes from the wire (worker.runtime.messages.admit): whatever a producer writes, a
 message either comes out with only the options the worker decides, or is refused with a reason;
 nothing else ever escapes (an escaping error would crash-loop a consumer)."""
 
@@ -12,7 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.messages import MalformedMessage, admit
+from worker.runtime.messages import MalformedMessage, admit
 
 ACTORS = {
     "store_heartbeats": dramatiq.Actor(lambda: None, actor_name="store_heartbeats", queue_name="heartbeats",

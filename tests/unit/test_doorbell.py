@@ -1,4 +1,4 @@
-"""The doorbell (worker.doorbell): parked consumers wake when their queue gets a message, one
+"""The doorbell (worker.runtime.doorbell): parked consumers wake when their queue gets a message, one
 pipeline for all of them, with the maintenance their fetches used to run; the thread ends when
 nobody is parked. On fakeredis, no services."""
 
@@ -9,7 +9,7 @@ import time
 
 import fakeredis
 
-from worker.doorbell import Doorbell
+from worker.runtime.doorbell import Doorbell
 
 
 class FakeBroker:

@@ -28,7 +28,7 @@ from jobs.heartbeat import (
     validate_heartbeats,
 )
 from jobs.heartbeat_fields import CATEGORIES, COUNTS, MAX_FUTURE_SECONDS, MAX_INT, MIN_TIME, NAMES, TYPES
-from worker.sample import generate_heartbeats
+from worker.cli.sample import generate_heartbeats
 
 NOW = 1_767_225_600.0  # 2026-01-01
 BASE = {"user_id": "alice", "entity": "src/app.py", "time": NOW - 60}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.messages import PoisonMessage, RecomputePayload, StorePayload, parse_payload
+from worker.runtime.messages import PoisonMessage, RecomputePayload, StorePayload, parse_payload
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -1,4 +1,4 @@
-"""Group commit of `hbw serve` (worker.http_groups), driven directly from one event loop: what
+"""Group commit of `hbw serve` (worker.http.groups), driven directly from one event loop: what
 goes into a message, when a group closes, who is told what when Redis fails, and which thread
 talks to Redis. The same over real HTTP is in tests/integration/test_web_groups.py."""
 
@@ -12,9 +12,9 @@ import fakeredis
 import pytest
 import redis
 
-from worker.http_groups import IngestGroups, Unavailable
-from worker.messages import HEARTBEATS_QUEUE, STORE_ACTOR
-from worker.ratelimit import Budgets, RateLimited
+from worker.http.groups import IngestGroups, Unavailable
+from worker.http.ratelimit import Budgets, RateLimited
+from worker.runtime.messages import HEARTBEATS_QUEUE, STORE_ACTOR
 
 
 class Broker:

@@ -9,9 +9,9 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from jobs.heartbeat import Rejection, Unparseable
-from worker.input import MAX_ITEM_BYTES, RejectionSpool, read_items
-from worker.messages import HEARTBEATS_QUEUE
+from worker.cli.input import MAX_ITEM_BYTES, RejectionSpool, read_items
 from worker.producer import enqueue_heartbeats
+from worker.runtime.messages import HEARTBEATS_QUEUE
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 BIG_NUMBER = b"9" * 5_000

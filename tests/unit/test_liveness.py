@@ -1,4 +1,4 @@
-"""The rule for an unhealthy worker process (worker.liveness.ProcessHealth), on a fake Worker and a
+"""The rule for an unhealthy worker process (worker.runtime.liveness.ProcessHealth), on a fake Worker and a
 fake monotonic clock: dead threads, and "stuck" (no progress for `stall_after` while messages are
 ready and a thread is free) with every condition that must not count as stuck."""
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker import liveness
+from worker.runtime import liveness
 
 
 class FakeThread:

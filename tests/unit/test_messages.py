@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from worker.messages import (
+from worker.runtime.messages import (
     PoisonMessage,
     RecomputePayload,
     StorePayload,

@@ -1,4 +1,4 @@
-"""Which servers a command uses (worker.servers): both URLs unset is the embedded default, one
+"""Which servers a command uses (worker.embedded.servers): both URLs unset is the embedded default, one
 without the other is refused unless embedding is asked for, and URLs are shown without passwords."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from worker.embedded import EmbeddedError
+from worker.embedded.servers import to_embed
 from worker.logs import redact
-from worker.servers import to_embed
 from worker.settings import Settings
 
 PG, REDIS = "postgresql://u:pw@db:5432/hbw", "redis://:pw@cache:6379/0"

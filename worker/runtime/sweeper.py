@@ -21,7 +21,7 @@ from dramatiq.middleware import Middleware
 from db import deltas as db_deltas
 from db import stale as db_stale
 from worker.logs import get_logger
-from worker.outbox import send_recomputes, wake
+from worker.runtime.outbox import send_recomputes, wake
 
 log = get_logger("hbw.sweeper")
 

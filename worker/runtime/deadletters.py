@@ -19,7 +19,7 @@ import dramatiq
 from dramatiq.common import q_name
 
 from worker.logs import get_logger
-from worker.messages import admit
+from worker.runtime.messages import admit
 
 log = get_logger("hbw.deadletters")
 
@@ -93,7 +93,7 @@ def list_dead_letters(broker, queues: Iterable[str], limit: int | None = None) -
 
 
 def _runnable(broker, queue: str, redis_id: str, raw: bytes) -> dict[str, Any] | None:
-    """The dead letter as the message a worker would run (worker.messages.admit), or None when no
+    """The dead letter as the message a worker would run (worker.runtime.messages.admit), or None when no
     worker would run it: then it can only be purged. A letter from a delay queue names that queue."""
     try:
         fields = dramatiq.get_encoder().decode(raw)

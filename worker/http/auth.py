@@ -1,6 +1,6 @@
 """Who a request of `hbw serve` is from: the owner of its API key, as WakaTime clients send it.
 
-Every failure counts against the client's address (worker.ratelimit), so an address that keeps
+Every failure counts against the client's address (worker.http.ratelimit), so an address that keeps
 guessing is refused, whatever key it tries next, before any database lookup.
 """
 
@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from db.keys import select_key_user
 from jobs.keys import hash_key, normalize_key
-from worker.ratelimit import Budgets, address_bucket
+from worker.http.ratelimit import Budgets, address_bucket
 
 
 class Unauthorized(Exception):
@@ -75,7 +75,7 @@ class Authenticator:
         self.keys, self.budgets = keys, budgets
 
     async def authenticate(self, request: Request) -> tuple[str, bytes, str]:
-        """(user, key hash, client address); raises Unauthorized, or RateLimited (worker.ratelimit)
+        """(user, key hash, client address); raises Unauthorized, or RateLimited (worker.http.ratelimit)
         when the address used up its failures."""
         address = address_bucket(request.client and request.client.host)
         try:

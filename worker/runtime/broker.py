@@ -1,8 +1,8 @@
 """The one place the Dramatiq broker is built.
 
 Call :func:`setup_broker` once per process, before any actor is declared: it builds the broker,
-installs it with ``dramatiq.set_broker`` and then imports ``worker.actors`` so the actors bind to
-it. Producers only need the broker (they build messages from ``worker.messages``).
+installs it with ``dramatiq.set_broker`` and then imports ``worker.runtime.actors`` so the actors bind to
+it. Producers only need the broker (they build messages from ``worker.runtime.messages``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
-from worker.consumer import HbwConsumer
-from worker.doorbell import Doorbell
-from worker.liveness import BEAT_SCRIPT, dispatch_script, health_key
 from worker.logs import describe_error, get_logger
-from worker.middleware import MessageLog, WorkerHeartbeat
-from worker.redis_memory import RedisOutOfMemory, is_out_of_memory
+from worker.runtime.consumer import HbwConsumer
+from worker.runtime.doorbell import Doorbell
+from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script, health_key
+from worker.runtime.middleware import MessageLog, WorkerHeartbeat
+from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import Settings
 
 log = get_logger("hbw.broker")
@@ -45,10 +45,10 @@ class HbwRedisBroker(RedisBroker):
         super().__init__(**options)
         self.maintenance_interval = maintenance_interval_ms / 1000
         self._last_maintenance: dict[str, float] = {}
-        # Liveness on Redis's clock, never the hosts' (worker.liveness).
+        # Liveness on Redis's clock, never the hosts' (worker.runtime.liveness).
         self.scripts["dispatch"] = self.client.register_script(dispatch_script())
         self.scripts["beat"] = self.client.register_script(BEAT_SCRIPT)
-        fetch = resources.files("worker").joinpath("lua/fetch.lua").read_bytes()
+        fetch = resources.files("worker.runtime").joinpath("lua/fetch.lua").read_bytes()
         self.scripts["fetch"] = self.client.register_script(fetch)
         self.doorbell = Doorbell(self)
 
@@ -66,21 +66,21 @@ class HbwRedisBroker(RedisBroker):
         """Take up to `count` messages off a queue into this worker's ack set: (Redis id, data) pairs.
 
         Dramatiq's fetch returns only the data; ours returns the ids Redis holds them under (see
-        worker.consumer). Maintenance, which Dramatiq runs inside its fetch, runs here when due.
+        worker.runtime.consumer). Maintenance, which Dramatiq runs inside its fetch, runs here when due.
         """
         if self._maintenance_due("fetch", queue_name):
             self.do_maintain(queue_name)  # a command dispatch.lua does not know: maintenance only
         try:
             reply = self.scripts["fetch"](args=[self.namespace, queue_name, self.broker_id, count])
         except redis.ResponseError as e:
-            if is_out_of_memory(e):  # retried like an outage (worker.redis_memory)
+            if is_out_of_memory(e):  # retried like an outage (worker.runtime.redis_memory)
                 raise RedisOutOfMemory() from None
             raise
         pairs = zip(reply[::2], reply[1::2], strict=True)
         return [(redis_id.decode(), data) for redis_id, data in pairs if data is not None]
 
     def ack_many(self, queue_name: str, redis_ids: list[str]) -> None:
-        """Ack several messages in one round trip (a batch's, worker.consumer.settle)."""
+        """Ack several messages in one round trip (a batch's, worker.runtime.consumer.settle)."""
         if not redis_ids:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -92,7 +92,7 @@ class HbwRedisBroker(RedisBroker):
         pipe.execute()
 
     def beat(self, health: dict | None = None) -> None:
-        """Tell the other processes this worker is alive, and how it is (worker.liveness).
+        """Tell the other processes this worker is alive, and how it is (worker.runtime.liveness).
 
         Dramatiq's ``__heartbeats__`` is refreshed by every command, producers' enqueues included,
         so workers also register in ``hbw.workers``, which only they write: that is how
@@ -123,7 +123,7 @@ class HbwRedisBroker(RedisBroker):
         def do_dispatch(queue_name, *args):
             args = [
                 command,
-                0,  # the timestamp: the script reads Redis's clock instead (worker.liveness)
+                0,  # the timestamp: the script reads Redis's clock instead (worker.runtime.liveness)
                 queue_name,
                 self.broker_id,
                 self.heartbeat_timeout,
@@ -135,7 +135,7 @@ class HbwRedisBroker(RedisBroker):
             try:
                 return dispatch(args=args, keys=keys)
             except redis.ResponseError as e:
-                if is_out_of_memory(e):  # retried like an outage (worker.redis_memory)
+                if is_out_of_memory(e):  # retried like an outage (worker.runtime.redis_memory)
                     raise RedisOutOfMemory() from None
                 raise
 
@@ -163,7 +163,7 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
         raise RuntimeError("REDIS_URL is not set")
     # MessageLog and Metrics go first: Dramatiq runs after_* hooks in reverse order, so they see
     # the message after Retries has decided whether it is retried or dead-lettered.
-    from worker.metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set (hbw worker)
+    from worker.runtime.metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set (hbw worker)
 
     middleware = [MessageLog(), Metrics()]
     middleware += [
@@ -188,7 +188,7 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
         dead_message_ttl=int(settings.dead_letter_ttl_days * 86_400_000),
         maintenance_interval_ms=settings.maintenance_interval_ms,
     )
-    from worker.messages import QUEUES, FastJSONEncoder  # queues declared up front, for status
+    from worker.runtime.messages import QUEUES, FastJSONEncoder  # queues declared up front, for status
 
     dramatiq.set_encoder(FastJSONEncoder())  # process-wide in Dramatiq; same JSON on the wire
     for queue in QUEUES:
@@ -203,7 +203,7 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
         broker = make_broker(settings)
         dramatiq.set_broker(broker)
         _installed = broker
-        import worker.actors  # noqa: F401  (binds the actors to the broker just installed)
+        import worker.runtime.actors  # noqa: F401  (binds the actors to the broker just installed)
     return _installed
 
 

@@ -5,8 +5,8 @@ per request makes the per-message costs (the enqueue's round trip here; the fetc
 share of a transaction in the worker) most of the work. Instead, the accepted heartbeats of the
 requests arriving within HBW_HTTP_GROUP_WINDOW_MS of a group's first one (or until the group holds
 HBW_BATCH_SIZE heartbeats) are enqueued together as one store message, the message any producer
-sends (worker.messages); the group's rate-limit budgets are counted in one round trip before that
-(worker.ratelimit), so a request costs no Redis round trip of its own.
+sends (worker.runtime.messages); the group's rate-limit budgets are counted in one round trip before that
+(worker.http.ratelimit), so a request costs no Redis round trip of its own.
 
 Each request is answered only after the message carrying its heartbeats is in Redis. When the
 budgets cannot be counted or the enqueue fails, every request of the group gets 503: none is told
@@ -32,9 +32,9 @@ from typing import Any
 import dramatiq
 from starlette.concurrency import run_in_threadpool
 
+from worker.http.ratelimit import Budgets, RateLimited
 from worker.logs import describe_error, get_logger
-from worker.messages import store_message
-from worker.ratelimit import Budgets, RateLimited
+from worker.runtime.messages import store_message
 
 log = get_logger("hbw.http")
 

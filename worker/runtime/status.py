@@ -11,8 +11,8 @@ Queue state is read straight from Dramatiq's Redis structures, per queue ``<ns>:
 * lag: age of the oldest ready message (counted from its eta when it was delayed), the time a
   new message waits before a worker takes it.
 
-Workers are read by `worker.liveness` (alive and healthy, unhealthy with the reason, dead), on
-Redis's clock; Redis's memory and whether it takes writes by `worker.redis_memory`. Throughput
+Workers are read by `worker.runtime.liveness` (alive and healthy, unhealthy with the reason, dead), on
+Redis's clock; Redis's memory and whether it takes writes by `worker.runtime.redis_memory`. Throughput
 comes from per-10-second counters the workers keep in Redis (:func:`count`), summed over the last
 minute.
 """
@@ -30,9 +30,9 @@ import sqlalchemy as sa
 
 from db import runs as db_runs
 from db import stale as db_stale
-from worker.liveness import UnhealthyWorker, read_workers
-from worker.messages import QUEUES
-from worker.redis_memory import check_writes
+from worker.runtime.liveness import UnhealthyWorker, read_workers
+from worker.runtime.messages import QUEUES
+from worker.runtime.redis_memory import check_writes
 
 BUCKET_SECONDS = 10
 BUCKET_TTL_SECONDS = 3600
@@ -57,7 +57,7 @@ class Status:
     heartbeats_stored_last_minute: int
     #: Beating but broken or stuck: {"worker_id", "host", "pid", "reason"}.
     workers_unhealthy: list[dict[str, Any]] = field(default_factory=list)
-    #: {"used_bytes", "max_bytes", "policy", "writable", "problem", "usage"} (worker.redis_memory).
+    #: {"used_bytes", "max_bytes", "policy", "writable", "problem", "usage"} (worker.runtime.redis_memory).
     redis: dict[str, Any] = field(default_factory=dict)
     pending_recomputes: int | None = None
     #: Recomputations dead-lettered for a reason of their own (`hbw dlq list` says why).

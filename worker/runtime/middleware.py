@@ -15,10 +15,10 @@ import dramatiq
 import structlog
 from dramatiq.middleware import Middleware
 
-from worker.deadletters import record_error
-from worker.liveness import ProcessHealth, broken, ready_messages
 from worker.logs import describe_error, get_logger
-from worker.messages import PoisonMessage
+from worker.runtime.deadletters import record_error
+from worker.runtime.liveness import ProcessHealth, broken, ready_messages
+from worker.runtime.messages import PoisonMessage
 
 log = get_logger("hbw.messages")
 
@@ -90,7 +90,7 @@ def _where(error: BaseException) -> str:
 
 class WorkerHeartbeat(Middleware):
     """Marks this worker alive in Redis every `interval` seconds, whatever it is doing, with its
-    health (worker.liveness): threads that died, or no progress for `stall_after` seconds while
+    health (worker.runtime.liveness): threads that died, or no progress for `stall_after` seconds while
     messages are ready and a thread is free."""
 
     def __init__(self, interval: float, stall_after: float) -> None:

@@ -152,7 +152,7 @@ class RecomputePayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keys: Annotated[list[tuple[UserId, dt.date]], Field(min_length=1)]
     #: Only these keys, without the user's other stale days riding along: a split of a message
-    #: that failed, narrowing down which user-day fails (worker.actors).
+    #: that failed, narrowing down which user-day fails (worker.runtime.actors).
     alone: Annotated[bool, Field(strict=True)] = False
 
 

@@ -12,14 +12,14 @@ token, or ``?api_key=``); a ``user_id`` in the body is ignored. A heartbeat with
 takes the ``User-Agent`` header, one without ``machine`` the ``X-Machine-Name`` header.
 
 A request is answered ``201`` only after its heartbeats are on the queue, in one message with those
-of the requests that arrived with it (group commit, worker.http_groups). When Redis cannot take
+of the requests that arrived with it (group commit, worker.http.groups). When Redis cannot take
 them the answer is ``503`` (with Retry-After), which wakatime-cli keeps in its offline queue and
 sends again later; if a large request was partly enqueued, the resend is deduplicated downstream.
 Errors are WakaTime's shape, ``{"error": "..."}``: ``401`` bad or missing key (nothing enqueued),
 ``413`` body too large, ``400`` malformed JSON or too many heartbeats (a client must not resend
 those unchanged, and wakatime-cli does not), ``429`` over the per-key rate limit or after too many
-failed authentications from the client's address (Retry-After; worker.ratelimit). Limits on the
-connection itself (header size, read deadlines) are worker.http_limits'.
+failed authentications from the client's address (Retry-After; worker.http.ratelimit). Limits on the
+connection itself (header size, read deadlines) are worker.http.limits'.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobs.heartbeat import validate_heartbeats
-from worker.http_auth import Authenticator, KeyCache, Unauthorized
-from worker.http_groups import IngestGroups, Unavailable
+from worker.http.auth import Authenticator, KeyCache, Unauthorized
+from worker.http.groups import IngestGroups, Unavailable
+from worker.http.ratelimit import Budgets, RateLimited
 from worker.logs import describe_error, get_logger
-from worker.ratelimit import Budgets, RateLimited
 from worker.settings import Settings
 
 log = get_logger("hbw.http")
@@ -101,7 +101,7 @@ def create_app(
 ) -> Starlette:
     """The ingest app. Without `broker` / `engine` it builds them from `settings`."""
     if broker is None:
-        from worker.broker import setup_broker
+        from worker.runtime.broker import setup_broker
 
         broker = setup_broker(settings)
     if engine is None:
@@ -149,7 +149,7 @@ def create_app(
     async def ingest(request: Request, items: list[Any], user: tuple[str, bytes, str], *,
                      lenient: bool) -> list[tuple]:  # fmt: skip
         """Validate `items` and queue the valid ones with the other requests of their group
-        (worker.http_groups); one (body, status) per item. Raises 503 when Redis cannot take them.
+        (worker.http.groups); one (body, status) per item. Raises 503 when Redis cannot take them.
         `lenient`: the body was decoded by the standard library, so items may hold what the queue's
         JSON cannot carry; those are rejected alone."""
         user_id, key_hash, address = user
@@ -201,7 +201,7 @@ def create_app(
     async def readyz(request: Request) -> Response:
         """Readiness: Redis takes writes (without them nothing can be queued or acknowledged). The
         answer names the condition only; the details go to the log."""
-        from worker.redis_memory import check_writes
+        from worker.runtime.redis_memory import check_writes
 
         try:
             memory = await run_in_threadpool(check_writes, broker.client, broker.namespace)

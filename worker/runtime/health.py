@@ -18,10 +18,10 @@ class Check:
 def check_health(settings: Settings, *, workers: int = 0) -> list[Check]:
     """Every check runs, so the output says everything that is wrong at once."""
     from db.schema import expected_version, installed_version
-    from worker.broker import make_broker
     from worker.database import get_engine
-    from worker.liveness import read_workers
-    from worker.redis_memory import check_writes
+    from worker.runtime.broker import make_broker
+    from worker.runtime.liveness import read_workers
+    from worker.runtime.redis_memory import check_writes
 
     checks = []
     try:

@@ -5,7 +5,7 @@
   somebody else's message. Our fetch (``lua/fetch.lua``) returns the id Redis holds each message
   under, and that id is the one acked, nacked or handed back.
 * **Admission.** Each message is checked before a worker thread sees it
-  (:func:`worker.messages.admit`): Dramatiq's shape, a known actor of this queue, and only the
+  (:func:`worker.runtime.messages.admit`): Dramatiq's shape, a known actor of this queue, and only the
   options the worker takes from the wire. Anything else (undecodable bytes, wrong shapes, options
   such as ``throws`` that would make Dramatiq's worker thread raise) is dead-lettered here, at once,
   with the reason: no message can kill a thread or wedge a queue.
@@ -13,7 +13,7 @@
   the other ready store messages itself (:func:`take_ready`), stores them all in one transaction
   and only then acks each (:func:`settle`), so live traffic of small messages costs one
   transaction per batch instead of one per message.
-* **Idle queues** are watched by the process's doorbell (:mod:`worker.doorbell`), one round trip
+* **Idle queues** are watched by the process's doorbell (:mod:`worker.runtime.doorbell`), one round trip
   for all of them, instead of each consumer polling its own.
 * **Recovery.** When Redis goes away, messages stay in this live worker's ack set that no thread of
   it will ever process, so nothing rescues them until the worker dies: those a consumer had
@@ -35,9 +35,9 @@ from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 
-from worker.deadletters import record_error
 from worker.logs import describe_error, get_logger
-from worker.messages import HEARTBEATS_QUEUE, MalformedMessage, admit
+from worker.runtime.deadletters import record_error
+from worker.runtime.messages import HEARTBEATS_QUEUE, MalformedMessage, admit
 
 log = get_logger("hbw.consumer")
 
@@ -133,7 +133,7 @@ def hand_back(broker, queue: str, messages: list[dramatiq.Message]) -> None:
 #: for more messages anyway (HBW_STORE_LINGER_MS), so 20 ms (Dramatiq's 5 ms polled 4x as often).
 FIRST_BACKOFF_MS = 20
 #: Empty polls in a row (20 ms, 40 ms, ... up to the worker timeout: about 2.3 s in all when it is
-#: 1 s) after which a consumer parks on the broker's doorbell (worker.doorbell).
+#: 1 s) after which a consumer parks on the broker's doorbell (worker.runtime.doorbell).
 PARK_AFTER_MISSES = 7
 
 

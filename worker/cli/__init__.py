@@ -28,7 +28,7 @@ from worker.errors import (
     settings_problem,
 )
 from worker.logs import configure_logging, get_logger
-from worker.messages import QUEUES
+from worker.runtime.messages import QUEUES
 from worker.settings import Settings, get_settings
 
 log = get_logger("hbw.cli")
@@ -493,9 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def servers_for(
     settings: Settings, *, database: bool = True, redis: bool = True, kept_by: set[int] | None = None
 ) -> Iterator[Settings]:
-    """The servers a command uses (worker.servers.hold_servers); their problems are configuration errors."""
+    """The servers a command uses (worker.embedded.servers.hold_servers); their problems are
+    configuration errors."""
     from worker.embedded import EmbeddedError
-    from worker.servers import hold_servers
+    from worker.embedded.servers import hold_servers
 
     try:
         with hold_servers(settings, database=database, redis=redis, kept_by=kept_by) as settings:
@@ -515,10 +516,10 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.broker import setup_broker
+    from worker.cli.input import RejectionSpool, open_input, read_items
     from worker.errors import describe
-    from worker.input import RejectionSpool, open_input, read_items
     from worker.producer import EnqueueError, enqueue_heartbeats
+    from worker.runtime.broker import setup_broker
 
     with open_input(args.file) as stream, RejectionSpool() as rejected:
         with servers_for(settings, database=False) as settings:
@@ -544,7 +545,7 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.supervisor import run_workers
+    from worker.runtime.supervisor import run_workers
 
     processes = args.processes or settings.processes
     with servers_for(settings) as settings, _metrics(settings, processes):
@@ -574,8 +575,8 @@ def _metrics(settings: Settings, processes: int) -> Iterator[None]:
     if processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         directory = tempfile.mkdtemp(prefix="hbw-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    from worker.broker import make_broker
-    from worker.metrics import MetricsServer
+    from worker.runtime.broker import make_broker
+    from worker.runtime.metrics import MetricsServer
 
     server = None
     try:
@@ -599,13 +600,13 @@ def _metrics(settings: Settings, processes: int) -> Iterator[None]:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from worker.status import render_status
+    from worker.runtime.status import render_status
 
     max_lag = args.max_lag if args.max_lag is not None else settings.max_lag_seconds
     with servers_for(settings) as settings:
-        from worker.broker import make_broker
         from worker.database import get_engine
-        from worker.status import collect_status
+        from worker.runtime.broker import make_broker
+        from worker.runtime.status import collect_status
 
         broker, engine = make_broker(settings), get_engine(settings.database_url)
 
@@ -631,7 +632,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.health import check_health
+    from worker.runtime.health import check_health
 
     with servers_for(settings) as settings:
         checks = check_health(settings, workers=args.workers)
@@ -668,9 +669,9 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from worker.broker import setup_broker
     from worker.database import get_engine
     from worker.runs import execute_run
+    from worker.runtime.broker import setup_broker
 
     with servers_for(settings) as settings:
         engine, broker = get_engine(settings.database_url), setup_broker(settings)
@@ -716,8 +717,8 @@ def _day_range(args: argparse.Namespace, *, default_since: dt.date | None) -> tu
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import deadletters
-    from worker.broker import setup_broker
+    from worker.runtime import deadletters
+    from worker.runtime.broker import setup_broker
 
     queues = [args.queue] if args.queue else list(QUEUES)
     with servers_for(settings, database=False) as settings:
@@ -893,12 +894,12 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from worker.http_limits import uvicorn_options
+    from worker.http.limits import uvicorn_options
 
     with servers_for(settings) as settings:
         print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
         uvicorn.run(
-            "worker.web:app_from_env",
+            "worker.http.app:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
@@ -943,7 +944,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from worker.demo import run_demo
+    from worker.cli.demo import run_demo
 
     with servers_for(settings) as settings:
         return run_demo(settings, Console())
@@ -953,7 +954,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from db.schema import apply_schema
     from worker.database import get_engine
     from worker.logs import redact
-    from worker.supervisor import run_workers
+    from worker.runtime.supervisor import run_workers
 
     kept_by: set[int] = set()
     with servers_for(settings, kept_by=kept_by) as settings:

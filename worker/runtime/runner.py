@@ -1,4 +1,4 @@
-"""Running one worker process (:func:`run_worker`); ``worker.supervisor`` runs a group of them.
+"""Running one worker process (:func:`run_worker`); ``worker.runtime.supervisor`` runs a group of them.
 
 A worker process consumes the queues it is given with a thread pool (Dramatiq's ``Worker``).
 SIGTERM or SIGINT stops it gracefully, whenever it arrives (during start-up too): in-flight
@@ -21,15 +21,15 @@ import redis
 import sqlalchemy as sa
 
 from db.schema import expected_version, installed_version
-from worker.broker import setup_broker
 from worker.database import get_engine
 from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
-from worker.liveness import broken
 from worker.logs import get_logger
-from worker.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
+from worker.runtime.broker import setup_broker
+from worker.runtime.liveness import broken
+from worker.runtime.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
+from worker.runtime.sweeper import OrphanSweeper
+from worker.runtime.vacuum import OutboxVacuum
 from worker.settings import Settings
-from worker.sweeper import OrphanSweeper
-from worker.vacuum import OutboxVacuum
 
 log = get_logger("hbw.worker")
 

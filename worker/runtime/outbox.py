@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from db import stale as db_stale
 from db.queries import Key
 from jobs.heartbeat import chunked
-from worker.messages import recompute_message, update_message
+from worker.runtime.messages import recompute_message, update_message
 
 #: A wake key outlives its message's delay by this much (a message stuck in a backlog longer than
 #: that only means one more wake).

@@ -21,11 +21,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from worker import status as status_
-from worker.liveness import read_workers
 from worker.logs import describe_error, get_logger
-from worker.messages import HEARTBEATS_QUEUE, STORE_ACTOR
-from worker.redis_memory import check_writes
+from worker.runtime import status as status_
+from worker.runtime.liveness import read_workers
+from worker.runtime.messages import HEARTBEATS_QUEUE, STORE_ACTOR
+from worker.runtime.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
 
@@ -91,7 +91,7 @@ class Metrics(Middleware):
 
 
 class Tally:
-    """The counters `hbw status` reads (worker.status.count), added up in this process and written
+    """The counters `hbw status` reads (worker.runtime.status.count), added up in this process and written
     to Redis once a second: a round trip per message was a large share of a small message's cost."""
 
     def __init__(self) -> None:

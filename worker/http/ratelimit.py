@@ -9,7 +9,7 @@
   is the TCP peer's, or X-Forwarded-For's when the peer is a configured trusted proxy
   (HBW_HTTP_TRUSTED_PROXIES, applied by uvicorn before the request reaches the app).
 
-The requests `hbw serve` gathers into one group (worker.http_groups) share one Redis round trip
+The requests `hbw serve` gathers into one group (worker.http.groups) share one Redis round trip
 for both checks, made by the group's thread, never on the event loop; only failures cost more.
 """
 

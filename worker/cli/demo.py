@@ -20,11 +20,11 @@ from db import report as db_report
 from db import stale as db_stale
 from db.schema import apply_schema
 from jobs.heartbeat import chunked, validate_heartbeats
-from worker.broker import setup_broker
+from worker.cli.sample import DEMO_PROJECTS, DEMO_USERS, generate_heartbeats
 from worker.database import get_engine
 from worker.producer import enqueue_heartbeats
-from worker.runner import run_worker
-from worker.sample import DEMO_PROJECTS, DEMO_USERS, generate_heartbeats
+from worker.runtime.broker import setup_broker
+from worker.runtime.runner import run_worker
 from worker.settings import Settings
 
 #: The sample week ends (exclusive) on this UTC day.

@@ -13,7 +13,7 @@ retry or a debounced job that much early or late, which changes no result.)
 the reason. A process is unhealthy when
 
 * a consumer thread or a worker thread of Dramatiq died (an exception escaped its loop): the
-  process then also stops and exits 1, so its supervisor restarts it (`worker.runner`), because
+  process then also stops and exits 1, so its supervisor restarts it (`worker.runtime.runner`), because
   Dramatiq never restarts the thread, and a dead worker thread may hold a message it will never
   ack;
 * it is **stuck**: for longer than ``stall_after`` (4 x the heartbeat timeout, 60 s by default) it
@@ -63,7 +63,9 @@ def dispatch_script() -> bytes:
     original = dramatiq_redis._scripts["dispatch"]
     line = b"local timestamp = ARGV[2]\n"
     if original.count(line) != 1:
-        raise RuntimeError("Dramatiq's dispatch.lua changed: worker/liveness.py cannot give it Redis's clock")
+        raise RuntimeError(
+            "Dramatiq's dispatch.lua changed: worker.runtime.liveness cannot give it Redis's clock"
+        )
     return original.replace(line, _REDIS_CLOCK)
 
 

@@ -23,7 +23,7 @@ import redis
 
 from worker.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, HbwError
 from worker.logs import configure_logging, get_logger
-from worker.runner import (
+from worker.runtime.runner import (
     StoppedDuringStartup,
     check_schema,
     install_stop_handlers,

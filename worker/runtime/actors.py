@@ -15,7 +15,7 @@ deadlock, timeout: db.errors) is retried with backoff by Dramatiq's Retries midd
 work that fails because of its data is narrowed down instead, so one user or user-day cannot hold
 back the others (``_narrow_down``).
 
-Import this module only through ``worker.broker.setup_broker``: actors bind to the global broker
+Import this module only through ``worker.runtime.broker.setup_broker``: actors bind to the global broker
 when they are declared.
 """
 
@@ -34,11 +34,11 @@ from jobs import deltas as delta_jobs
 from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
-from worker.broker import installed_broker
-from worker.consumer import hand_back, settle, take_ready
 from worker.database import get_engine
 from worker.logs import describe_error, get_logger
-from worker.messages import (
+from worker.runtime.broker import installed_broker
+from worker.runtime.consumer import hand_back, settle, take_ready
+from worker.runtime.messages import (
     DERIVED,
     HEARTBEATS_QUEUE,
     RECOMPUTE_ACTOR,
@@ -52,12 +52,14 @@ from worker.messages import (
     recompute_message,
     update_message,
 )
-from worker.metrics import record_recompute, record_store, record_update
-from worker.outbox import send_recomputes, wake, woken
+from worker.runtime.metrics import record_recompute, record_store, record_update
+from worker.runtime.outbox import send_recomputes, wake, woken
 from worker.settings import get_settings
 
 if installed_broker() is None:  # pragma: no cover - a wiring mistake, caught on first import
-    raise RuntimeError("import worker.actors through worker.broker.setup_broker(), not directly")
+    raise RuntimeError(
+        "import worker.runtime.actors through worker.runtime.broker.setup_broker(), not directly"
+    )
 
 log = get_logger("hbw.actors")
 
@@ -103,7 +105,7 @@ def store_heartbeats(*args, **kwargs) -> None:
     received = len(own.accepted) + len(own.rejected) + sum(part.received for _, part in parts)
     rejected = len(own.rejected) + sum(part.received - len(part.accepted) for _, part in parts)
     duplicates = len(accepted) - result.inserted
-    # Counts join the message's one summary line (worker.middleware.MessageLog).
+    # Counts join the message's one summary line (worker.runtime.middleware.MessageLog).
     structlog.contextvars.bind_contextvars(received=received, inserted=result.inserted, duplicates=duplicates,
                                            rejected=rejected, batched_messages=len(others))  # fmt: skip
     record_store(broker, inserted=result.inserted, duplicates=duplicates, rejected=rejected,
