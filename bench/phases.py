@@ -25,11 +25,12 @@ from bench.procs import Workers, cpu_seconds_by_program, hbw_command
 from db import stale as db_stale
 from db.schema import apply_schema
 from jobs.heartbeat import chunked
+from jobs.runs import RunSpec, execute_run
 from worker.database import get_engine
 from worker.producer import enqueue_heartbeats
-from worker.runs import RunSpec, execute_run
 from worker.runtime.broker import setup_broker
 from worker.runtime.messages import QUEUES
+from worker.runtime.outbox import recompute_sender
 from worker.runtime.runner import queues_empty
 from worker.settings import Settings, get_settings
 
@@ -255,9 +256,8 @@ def reprocess_phase(engine, broker, settings: Settings, n: int, console: Console
         started = time.perf_counter()
         outcome = execute_run(
             engine,
-            broker,
+            recompute_sender(engine, broker, keys_per_message=settings.recompute_keys_per_message),
             spec,
-            keys_per_message=settings.recompute_keys_per_message,
             force=True,
             wait=True,
             chunk_size=settings.run_chunk_size,

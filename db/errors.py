@@ -1,4 +1,5 @@
-"""Which database errors are about the database rather than the data.
+"""Which database errors are about the database rather than the data, and what a log line or a
+stored failure keeps of an error (:func:`describe_error`, :func:`redact`).
 
 A transient error (the server is away or restarting, a deadlock, a serialization failure, a lock
 or statement timeout, resources running out) may not happen again: the work is retried as it is.
@@ -8,6 +9,8 @@ what fails, and that is set aside with its reason.
 """
 
 from __future__ import annotations
+
+import re
 
 import psycopg
 import sqlalchemy as sa
@@ -30,3 +33,21 @@ def is_transient(error: BaseException) -> bool:
     if state is None:  # not from the server: lost contact (transient), or refused by the driver itself
         return isinstance(driver, psycopg.OperationalError | psycopg.InterfaceError)
     return state[:2] in TRANSIENT_CLASSES
+
+
+_URL_CREDENTIALS = re.compile(r"(\w+://[^/:@\s]*:)[^@\s]*@")
+
+
+def redact(text: str | None) -> str | None:
+    """`text` (a URL, or a message with URLs in it) with every URL's password replaced by ***."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text) if text else text
+
+
+def describe_error(error: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, at most `limit` characters: what a log line or a dead
+    letter keeps of an error. SQLAlchemy's messages carry the statement and its parameters (a
+    whole batch of heartbeats), PostgreSQL's a DETAIL with row values; neither belongs in a log."""
+    inner = getattr(error, "orig", None) or error  # SQLAlchemy's wrapper -> the driver's error
+    lines = str(inner).strip().splitlines()
+    line = f"{type(inner).__name__}: {redact(lines[0])}" if lines else type(inner).__name__
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."

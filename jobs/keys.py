@@ -14,11 +14,12 @@ import uuid
 import sqlalchemy as sa
 
 from db import keys as db_keys
+from jobs.errors import Refused
 
 _KEY = re.compile(r"^(?:waka_)?([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})$", re.I)
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(Refused):
     """A key that is malformed or unknown (the message says which)."""
 
 

@@ -17,12 +17,13 @@ import sqlalchemy as sa
 
 from db import derived as db_derived
 from db import projects as db_projects
+from jobs.errors import Refused
 from jobs.locks import job_lock
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
-class ProjectError(ValueError):
+class ProjectError(Refused):
     """A request about aliases or projects that cannot be honoured; the message says why."""
 
 

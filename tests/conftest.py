@@ -37,7 +37,7 @@ TABLES = (
 )  # fmt: skip
 
 
-#: Threads a Dramatiq worker of ours starts (worker.runtime.middleware, worker.runtime.sweeper, worker.runtime.supervisor,
+#: Threads a Dramatiq worker of ours starts (worker.runtime.middleware, worker.runtime.outbox, worker.runtime.supervisor,
 #: worker.runtime.doorbell).
 OUR_THREADS = ("worker-heartbeat", "orphan-sweeper", "parent-watch", "doorbell", "outbox-vacuum")
 

@@ -24,7 +24,9 @@ import redis
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from worker.logs import get_logger, redact
+from db.errors import redact
+from jobs.errors import Refused
+from worker.logs import get_logger
 from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import EMBEDDED, Settings, get_settings
 
@@ -45,10 +47,14 @@ class ConfigError(HbwError):
     exit_code = EXIT_CONFIG
 
 
-class UsageError(HbwError):
-    """The command line asks for something that makes no sense (bad usage, like argparse's)."""
+class Rejected(HbwError):
+    """A request refused for what it asks (jobs.errors.Refused: an alias chain, an unknown key)."""
 
     exit_code = EXIT_REJECTED
+
+
+class UsageError(Rejected):
+    """The command line asks for something that makes no sense (bad usage, like argparse's)."""
 
 
 class Unavailable(HbwError):
@@ -73,6 +79,8 @@ def explain(error: BaseException, database_url: str | None, redis_url: str | Non
     """The one-line :class:`HbwError` for a failure we know, or None for one we do not."""
     if isinstance(error, HbwError):
         return error
+    if isinstance(error, Refused):
+        return Rejected(str(error))
     if isinstance(error, sa.exc.DBAPIError | psycopg.Error):
         return _postgres(getattr(error, "orig", error), _where(database_url))
     if isinstance(error, redis.RedisError):

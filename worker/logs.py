@@ -9,7 +9,6 @@ message id, per message) appears on every line until cleared.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import TextIO
 
@@ -83,21 +82,3 @@ def _isatty(stream: TextIO) -> bool:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
-
-
-_URL_CREDENTIALS = re.compile(r"(\w+://[^/:@\s]*:)[^@\s]*@")
-
-
-def redact(text: str | None) -> str | None:
-    """`text` (a URL, or a message with URLs in it) with every URL's password replaced by ***."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text) if text else text
-
-
-def describe_error(error: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, at most `limit` characters: what a log line or a dead
-    letter keeps of an error. SQLAlchemy's messages carry the statement and its parameters (a
-    whole batch of heartbeats), PostgreSQL's a DETAIL with row values; neither belongs in a log."""
-    inner = getattr(error, "orig", None) or error  # SQLAlchemy's wrapper -> the driver's error
-    lines = str(inner).strip().splitlines()
-    line = f"{type(inner).__name__}: {redact(lines[0])}" if lines else type(inner).__name__
-    return line if len(line) <= limit else f"{line[: limit - 3]}..."

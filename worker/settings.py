@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     #: How often each process rescues dead workers' messages (Dramatiq only does it by chance).
     maintenance_interval_ms: int = Field(default=5_000, ge=100)
 
-    #: The orphan sweeper (worker.runtime.sweeper): how often each worker process looks, and when a pending
+    #: The orphan sweeper (worker.runtime.outbox): how often each worker process looks, and when a pending
     #: recomputation counts as orphaned (never sent for `min_age`, or sent `stale_after` ago).
     sweep_interval_s: float = Field(default=30, gt=0)
     sweep_min_age_s: float = Field(default=60, ge=0)

@@ -154,7 +154,7 @@ def test_an_unexpected_error_is_one_line_and_tracebacks_go_to_the_debug_log(sett
     def boom(args, settings):
         raise KeyError(f"postgresql://alice:{PASSWORD}@db/hbw")
 
-    monkeypatch.setattr("worker.cli.cmd_verify", boom)
+    monkeypatch.setattr("worker.cli.history.verify", boom)
     assert main(["verify"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("hbw: unexpected error: KeyError: ") and err.count("\n") == 1
@@ -179,7 +179,7 @@ def test_interrupted_or_a_closed_pipe_is_no_traceback_either(settings, monkeypat
     def interrupted(args, settings):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("worker.cli.cmd_verify", interrupted)
+    monkeypatch.setattr("worker.cli.history.verify", interrupted)
     assert main(["verify"]) == 130
     assert capsys.readouterr().err == "hbw: interrupted\n"
 

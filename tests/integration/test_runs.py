@@ -16,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from db import runs as db_runs
+from jobs.runs import RunSpec, _lock_key, execute_run, run_key
 from tests import reference, streams
 from tests.conftest import drain
 from tests.tables import diff, snapshot
 from worker import cli
 from worker.producer import enqueue_heartbeats
-from worker.runs import RunSpec, _lock_key, execute_run, run_key
+from worker.runtime.outbox import recompute_sender
 from worker.runtime.runner import run_worker
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,14 @@ def test_overlapping_runs_during_live_ingest_converge_and_do_not_double_the_work
     def reprocess() -> None:
         try:
             outcomes.append(
-                execute_run(db, broker, spec, keys_per_message=50, chunk_size=40, wait=True, timeout=120)
+                execute_run(
+                    db,
+                    recompute_sender(db, broker, keys_per_message=50),
+                    spec,
+                    chunk_size=40,
+                    wait=True,
+                    timeout=120,
+                )
             )
         except BaseException as e:  # surfaced below
             errors.append(e)
@@ -96,7 +104,7 @@ def test_an_overlapping_run_without_wait_reports_the_other_and_exits_0(db, setti
     spec = RunSpec("reprocess", "reprocess:2024-01-01", day, day)
     with db.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
         assert db_runs.try_lock_run(holder, _lock_key(spec.key))
-        outcome = execute_run(db, broker, spec, keys_per_message=10)
+        outcome = execute_run(db, recompute_sender(db, broker, keys_per_message=10), spec)
         db_runs.unlock_run(holder, _lock_key(spec.key))
     assert (outcome.status, outcome.exit_code) == ("skipped", 0)
     assert "in progress" in outcome.message

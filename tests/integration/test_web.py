@@ -480,11 +480,11 @@ def test_hbw_serve_listens_on_loopback_unless_told(settings):
 
 
 def test_worker_metrics_listen_on_loopback_unless_told(settings):
-    from worker import cli
+    from worker.cli.workers import metrics_server
 
     for host, elsewhere in ((None, False), ("0.0.0.0", True)):
         update = {"metrics_port": free_port(), **({"metrics_host": host} if host else {})}
         metrics = settings.model_copy(update=update)
-        with cli._metrics(metrics, 1):
+        with metrics_server(metrics, 1):
             assert reachable("127.0.0.1", metrics.metrics_port)
             assert reachable("127.0.0.2", metrics.metrics_port) is elsewhere

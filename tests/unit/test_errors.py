@@ -9,8 +9,8 @@ import redis
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from db.errors import redact
 from worker.errors import ConfigError, HbwError, Unavailable, check_urls, explain, settings_problem
-from worker.logs import redact
 from worker.settings import Settings
 
 DB = "postgresql://alice:s3cret@db.internal:5433/hbw"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from db.errors import redact
 from worker.embedded import EmbeddedError
 from worker.embedded.servers import to_embed
-from worker.logs import redact
 from worker.settings import Settings
 
 PG, REDIS = "postgresql://u:pw@db:5432/hbw", "redis://:pw@cache:6379/0"

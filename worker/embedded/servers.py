@@ -13,8 +13,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from db.errors import redact
 from worker.embedded.server import EmbeddedError
-from worker.logs import get_logger, redact
+from worker.logs import get_logger
 from worker.settings import EMBEDDED, Settings, get_settings
 
 log = get_logger("hbw.servers")

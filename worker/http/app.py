@@ -37,11 +37,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from db.errors import describe_error
 from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
 from worker.http.groups import IngestGroups, Unavailable
 from worker.http.ratelimit import Budgets, RateLimited
-from worker.logs import describe_error, get_logger
+from worker.logs import get_logger
 from worker.settings import Settings
 
 log = get_logger("hbw.http")

@@ -32,8 +32,9 @@ from typing import Any
 import dramatiq
 from starlette.concurrency import run_in_threadpool
 
+from db.errors import describe_error
 from worker.http.ratelimit import Budgets, RateLimited
-from worker.logs import describe_error, get_logger
+from worker.logs import get_logger
 from worker.runtime.messages import store_message
 
 log = get_logger("hbw.http")

@@ -29,13 +29,13 @@ import redis
 import structlog
 
 from db.deltas import select_delta_users
-from db.errors import is_transient
+from db.errors import describe_error, is_transient
 from jobs import deltas as delta_jobs
 from jobs import recompute as recompute_jobs
 from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
 from worker.database import get_engine
-from worker.logs import describe_error, get_logger
+from worker.logs import get_logger
 from worker.runtime.broker import installed_broker
 from worker.runtime.consumer import hand_back, settle, take_ready
 from worker.runtime.messages import (

@@ -17,7 +17,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 from dramatiq.middleware.retries import Retries
 
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 from worker.runtime.consumer import HbwConsumer
 from worker.runtime.doorbell import Doorbell
 from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script, health_key

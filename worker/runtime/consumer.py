@@ -35,7 +35,8 @@ from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 from worker.runtime.deadletters import record_error
 from worker.runtime.messages import HEARTBEATS_QUEUE, MalformedMessage, admit
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 
 log = get_logger("hbw.doorbell")
 

@@ -21,7 +21,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 from worker.runtime import status as status_
 from worker.runtime.liveness import read_workers
 from worker.runtime.messages import HEARTBEATS_QUEUE, STORE_ACTOR

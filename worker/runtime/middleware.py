@@ -15,7 +15,8 @@ import dramatiq
 import structlog
 from dramatiq.middleware import Middleware
 
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 from worker.runtime.deadletters import record_error
 from worker.runtime.liveness import ProcessHealth, broken, ready_messages
 from worker.runtime.messages import PoisonMessage

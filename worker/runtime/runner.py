@@ -27,7 +27,7 @@ from worker.logs import get_logger
 from worker.runtime.broker import setup_broker
 from worker.runtime.liveness import broken
 from worker.runtime.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
-from worker.runtime.sweeper import OrphanSweeper
+from worker.runtime.outbox import OrphanSweeper
 from worker.runtime.vacuum import OutboxVacuum
 from worker.settings import Settings
 

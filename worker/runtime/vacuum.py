@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from dramatiq.middleware import Middleware
 
 from db import maintenance
-from worker.logs import describe_error, get_logger
+from db.errors import describe_error
+from worker.logs import get_logger
 
 log = get_logger("hbw.vacuum")
 

@@ -1,4 +1,4 @@
-"""Reprocess and backfill runs (SPEC section 5): the daily cron job and the one-time backfill.
+"""Reprocess and backfill runs (docs/spec.md, section 5): the daily cron job and the one-time backfill.
 
 A run marks the user-days of a range stale, a chunk at a time, and sends the workers their
 recompute messages (queue ``recompute``): every derived row of those days is rebuilt from the raw
@@ -23,18 +23,22 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import dramatiq
 import sqlalchemy as sa
+import structlog
 
 from db import runs as db_runs
 from db import stale as db_stale
-from worker.logs import describe_error, get_logger
-from worker.runtime.outbox import send_recomputes
+from db.errors import describe_error
+from db.queries import Key
 
-log = get_logger("hbw.runs")
+log = structlog.stdlib.get_logger("hbw.runs")
+
+#: Sends recompute messages for stale user-days and records them as sent; returns the messages
+#: sent (worker.runtime.outbox.recompute_sender).
+Send = Callable[[Sequence[Key]], int]
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,9 @@ def _lock_key(run_key_: str) -> int:
 
 def execute_run(
     engine: sa.Engine,
-    broker: dramatiq.Broker,
+    send: Send,
     spec: RunSpec,
     *,
-    keys_per_message: int,
     force: bool = False,
     wait: bool = False,
     timeout: float | None = None,
@@ -106,9 +109,8 @@ def execute_run(
         try:
             return _execute_locked(
                 engine,
-                broker,
+                send,
                 spec,
-                keys_per_message,
                 force,
                 wait,
                 deadline,
@@ -125,9 +127,7 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() > deadline
 
 
-def _execute_locked(
-    engine, broker, spec, keys_per_message, force, wait, deadline, chunk_size, pace, progress, poll
-):
+def _execute_locked(engine, send, spec, force, wait, deadline, chunk_size, pace, progress, poll):
     with engine.begin() as conn:
         previous = db_runs.select_run(conn, spec.key)
     if previous is not None and previous.status == "done" and not force:
@@ -167,7 +167,7 @@ def _execute_locked(
             with engine.begin() as conn:
                 items = db_stale.mark_stale(conn, keys)
                 db_runs.advance_run(conn, spec.key, keys[-1], len(keys))
-            messages += send_recomputes(engine, items, keys_per_message=keys_per_message, broker=broker)
+            messages += send(items)
             handed, cursor = handed + len(keys), keys[-1]
             if progress:
                 progress(handed - outstanding(), total)

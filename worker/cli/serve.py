@@ -1,0 +1,56 @@
+"""`hbw serve`: WakaTime's heartbeat API for editor plugins (worker.http)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from worker.cli.common import positive, servers_for, wrap
+from worker.errors import EXIT_OK
+from worker.settings import Settings
+
+
+def add_serve(commands) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="WakaTime-compatible HTTP ingest for editor plugins",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=wrap(
+            "Serve WakaTime's heartbeat API: POST /api/v1/users/current/heartbeats and "
+            "/api/v1/users/current/heartbeats.bulk. Point a plugin at it by setting api_url = "
+            "http://HOST:PORT/api/v1 in ~/.wakatime.cfg, with an api_key from `hbw keys create USER`. "
+            "A request is answered 201 once its heartbeats are queued, 503 when Redis cannot take them "
+            "(clients keep them and retry). GET /healthz and /readyz are for probes."
+        ),
+        epilog="example:\n  hbw keys create alice\n  hbw serve --port 8080\n"
+        "  # ~/.wakatime.cfg: api_url = http://localhost:8080/api/v1",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=os.environ.get("PORT", "8080"), help="port (default $PORT or 8080)"
+    )
+    parser.add_argument("--workers", "-w", type=positive, default=1, help="server processes (default 1)")
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from worker.http.limits import uvicorn_options
+
+    with servers_for(settings) as settings:
+        print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
+        uvicorn.run(
+            "worker.http.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,  # our structlog chain, configured by the factory
+            access_log=False,  # one `http.heartbeats` line per request instead
+            timeout_graceful_shutdown=int(settings.shutdown_timeout),
+            **uvicorn_options(settings),  # header size, read deadlines, trusted proxies
+        )
+    return EXIT_OK

@@ -1,0 +1,143 @@
+"""`hbw worker` and `hbw up`: worker processes in the foreground, with their /metrics."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+
+from worker.cli.common import positive, servers_for, wrap
+from worker.logs import get_logger
+from worker.runtime.messages import QUEUES
+from worker.settings import Settings
+
+log = get_logger("hbw.cli")
+
+
+def add_worker(commands) -> None:
+    parser = commands.add_parser(
+        "worker",
+        help="run workers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=wrap(
+            "Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them "
+            "gracefully: in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest "
+            "go back to their queue. A worker process that dies is restarted."
+        ),
+        epilog=f"queues: {', '.join(QUEUES)}\n\n"
+        "examples:\n  hbw worker --processes 2 --threads 4\n"
+        "  hbw worker --queues heartbeats          # ingest only\n"
+        "  hbw worker --queues projects languages user_agents recompute\n"
+        "  hbw worker --burst                      # drain everything, then exit 0",
+    )
+    _add_sizes(parser)
+    parser.add_argument(
+        "--queues", "-Q", nargs="+", choices=QUEUES, metavar="QUEUE", help="only these queues"
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit 0 once every queue (including delayed retries) is empty, nothing is in flight "
+        "and no recomputation is pending",
+    )
+    parser.set_defaults(func=worker)
+
+
+def _add_sizes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--processes", "-p", type=positive, help="worker processes (default HBW_PROCESSES)")
+    parser.add_argument("--threads", "-t", type=positive, help="threads per process (default HBW_THREADS)")
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.runtime.supervisor import run_workers
+
+    processes = args.processes or settings.processes
+    with servers_for(settings) as settings, metrics_server(settings, processes):
+        return run_workers(
+            settings,
+            processes=processes,
+            threads=args.threads or settings.threads,
+            queues=args.queues,
+            burst=args.burst,
+        )
+
+
+@contextlib.contextmanager
+def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
+    """Serve /metrics from this process while the workers run (HBW_METRICS_PORT, 0: off).
+
+    With several processes their counters meet in a fresh PROMETHEUS_MULTIPROC_DIR, which must be
+    set before prometheus_client is first imported, here and in the children that inherit it.
+    """
+    if not settings.metrics_port:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    directory = None
+    if processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        directory = tempfile.mkdtemp(prefix="hbw-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from worker.runtime.broker import make_broker
+    from worker.runtime.metrics import MetricsServer
+
+    server = None
+    try:
+        try:
+            server = MetricsServer(
+                make_broker(settings),
+                settings.metrics_port,
+                settings.worker_heartbeat_timeout_ms,
+                host=settings.metrics_host,
+            )
+        except OSError as e:
+            log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))
+        yield
+    finally:
+        if server:
+            server.close()
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def add_up(commands) -> None:
+    parser = commands.add_parser(
+        "up",
+        help="start the embedded servers and run workers in the foreground",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=wrap(
+            "Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), "
+            "apply the schema and run workers in the foreground. From another terminal, `hbw enqueue "
+            "FILE` finds the same servers. Ctrl-C stops the workers gracefully, then the servers."
+        ),
+        epilog="example:\n  hbw up                      # terminal 1\n"
+        "  hbw enqueue examples/heartbeats.jsonl     # terminal 2",
+    )
+    _add_sizes(parser)
+    parser.set_defaults(func=up)
+
+
+def up(args: argparse.Namespace, settings: Settings) -> int:
+    from db.errors import redact
+    from db.schema import apply_schema
+    from worker.database import get_engine
+    from worker.runtime.supervisor import run_workers
+
+    kept_by: set[int] = set()
+    with servers_for(settings, kept_by=kept_by) as settings:
+        with get_engine(settings.database_url).begin() as conn:
+            apply_schema(conn)
+        processes = args.processes or settings.processes
+        threads = args.threads or settings.threads
+        print(f"PostgreSQL  {redact(settings.database_url)}")
+        print(f"Redis       {redact(settings.redis_url)}")
+        print(f"workers     {processes} process(es) x {threads} thread(s); Ctrl-C stops everything")
+        print("enqueue from another terminal with: hbw enqueue FILE", flush=True)
+        code = run_workers(settings, processes=processes, threads=threads)
+    if kept_by:
+        print(f"workers stopped; the embedded servers keep running for {len(kept_by)} other hbw command(s)")
+    else:
+        print("stopped")
+    return code
