@@ -14,7 +14,8 @@ import sys
 from rich.console import Console
 
 from bench import phases, procs
-from worker.cli import ConfigError, servers_for
+from worker.cli.common import servers_for
+from worker.errors import ConfigError
 from worker.settings import get_settings
 
 

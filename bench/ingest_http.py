@@ -31,8 +31,9 @@ from bench.phases import recreate_database
 from bench.procs import hbw_command
 from db.schema import apply_schema
 from jobs.keys import create_key
-from worker.cli import ConfigError, servers_for
+from worker.cli.common import servers_for
 from worker.database import get_engine
+from worker.errors import ConfigError
 from worker.settings import get_settings
 
 DATABASE = "hbw_bench_http"

@@ -26,7 +26,8 @@ from rich.console import Console
 from bench import data, live_report, phases, procs
 from bench.live_phase import LiveSizes, fresh_environment, live_phase
 from bench.procs import Workers, hbw_command
-from worker.cli import ConfigError, servers_for
+from worker.cli.common import servers_for
+from worker.errors import ConfigError
 from worker.settings import get_settings
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from bench import data
 from bench.procs import Workers, cpu_seconds_by_program, hbw_command
 from db import stale as db_stale
+from db.derived_jobs import DERIVED_JOBS
 from db.schema import apply_schema
 from jobs.heartbeat import chunked
 from jobs.runs import RunSpec, execute_run
@@ -36,7 +37,7 @@ from worker.settings import Settings, get_settings
 
 DATABASE = "hbw_bench"
 NAMESPACE = "hbw-bench"
-DERIVED = ("project_days", "language_days", "user_agent_days", "projects", "project_languages", "user_agents")
+DERIVED = tuple(job.day_table for job in DERIVED_JOBS) + tuple(job.total_table for job in DERIVED_JOBS)
 #: The issue's targets on a 2-core machine (reported, not asserted: machines differ).
 TARGETS = {
     "e2e_vs_ceiling": 0.25,
@@ -159,7 +160,7 @@ def snapshot(engine: sa.Engine) -> dict[str, tuple]:
     """Row counts and total seconds (to the millisecond) of the three totals tables."""
     out = {}
     with engine.connect() as conn:
-        for table in ("projects", "project_languages", "user_agents"):
+        for table in (job.total_table for job in DERIVED_JOBS):
             row = conn.execute(
                 sa.text(
                     f"SELECT count(*), round(sum(total_seconds)::numeric, 3), "

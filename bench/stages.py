@@ -26,8 +26,9 @@ from rich.table import Table
 
 from bench import data, phases
 from bench.procs import cpu_seconds_by_program, hbw_command
-from worker.cli import ConfigError, servers_for
+from worker.cli.common import servers_for
 from worker.database import get_engine
+from worker.errors import ConfigError
 from worker.runtime.broker import setup_broker
 from worker.runtime.messages import QUEUES
 from worker.settings import get_settings

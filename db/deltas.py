@@ -8,10 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from db.derived_jobs import JOBS
 from db.queries import json_param, query
-
-#: Job -> the statement that applies its deltas to its day rows and totals.
-APPLY = {"projects": "apply_project_deltas", "languages": "apply_language_deltas"}
 
 
 def select_delta_users(conn: sa.Connection, job: str, *, limit: int) -> dict[str, int]:
@@ -30,9 +28,10 @@ def try_lock_users(conn: sa.Connection, users: Sequence[tuple[str, int]]) -> lis
 
 def apply_deltas(conn: sa.Connection, job: str, user_ids: Sequence[str], *, failed: bool = False) -> int:
     """Apply (and delete) the deltas of `job` for these users; `failed` takes the ones set aside
-    too. Returns the number of delta rows applied. Not for user_agents (two halves, below)."""
+    too. Returns the number of delta rows applied. Not for user_agents (no apply_statement: two
+    halves, below)."""
     params = {"user_ids": json_param(list(user_ids)), "failed": failed}
-    return conn.execute(query(APPLY[job]), params).scalar_one()
+    return conn.execute(query(JOBS[job].apply_statement), params).scalar_one()
 
 
 def apply_user_agent_day_deltas(

@@ -8,9 +8,6 @@ import sqlalchemy as sa
 
 from db.queries import Key, json_param, key_params, query
 
-#: The derived jobs: each owns day rows and totals (schema.sql), and a queue (worker.runtime.messages).
-JOBS = ("languages", "projects", "user_agents")
-
 
 def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
     """Take transaction-scoped advisory locks in the order given (callers sort them)."""

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from db.queries import Key, key_params, query
 
 DAY_TABLES = ("project_days", "language_days", "user_agent_days")
-TOTAL_TABLES = ("projects", "project_languages", "user_agents")
 
 
 def select_pending_days(conn: sa.Connection, keys: Sequence[Key]) -> set[Key]:

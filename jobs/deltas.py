@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from db import deltas as db_deltas
 from db import derived as db_derived
+from db.derived_jobs import JOBS
 from jobs.locks import job_lock
 from jobs.user_agents import parse_user_agent
 
@@ -49,7 +50,7 @@ def apply(conn: sa.Connection, job: str, *, users: Sequence[str] | None = None) 
     if not chosen:
         return ApplyResult([], 0, more)
     retry = users is not None
-    if job != "user_agents":
+    if JOBS[job].apply_statement:
         return ApplyResult(chosen, db_deltas.apply_deltas(conn, job, chosen, failed=retry), more)
     agents = db_deltas.apply_user_agent_day_deltas(conn, chosen, failed=retry)
     # (a batch has many users and few distinct user agents)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from db import derived as db_derived
 from db import projects as db_projects
+from db.derived_jobs import DERIVED_JOBS
 from jobs.errors import Refused
 from jobs.locks import job_lock
 
@@ -44,7 +45,9 @@ def _name(value: str, what: str) -> str:
 
 def _lock_totals(conn: sa.Connection, user_id: str) -> None:
     """The locks the project and language jobs take for this user, in one global order."""
-    db_derived.lock_users(conn, sorted(job_lock(job, user_id) for job in ("projects", "languages")))
+    db_derived.lock_users(
+        conn, sorted(job_lock(job, user_id) for job in (j.name for j in DERIVED_JOBS if j.by_project))
+    )
 
 
 def _refresh(conn: sa.Connection, user_id: str, names: list[str | None]) -> None:

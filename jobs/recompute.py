@@ -23,11 +23,11 @@ import sqlalchemy as sa
 
 from db import derived as db_derived
 from db import stale as db_stale
+from db.derived_jobs import JOBS
 from db.queries import Key
 from jobs.locks import job_lock, store_lock
 from jobs.user_agents import parse_user_agent
 
-JOBS = db_derived.JOBS
 #: Other stale days of a message's users recomputed with it (their own messages then find
 #: nothing to do): a user's totals are re-summed once per batch of days, not once per day.
 RIDERS_PER_MESSAGE = 500

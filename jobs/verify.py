@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from db import runs as db_runs
 from db import verify as db_verify
+from db.derived_jobs import DERIVED_JOBS
 from jobs.heartbeat import chunked
 
 
@@ -87,7 +88,7 @@ def verify_range(
         with engine.connect().execution_options(**snapshot) as conn, conn.begin():
             busy = db_verify.select_users_with_pending(conn, chunk)
             settled_users = [user for user in chunk if user not in busy]
-            for table in db_verify.TOTAL_TABLES:
+            for table in (job.total_table for job in DERIVED_JOBS):
                 rows = db_verify.select_total_drift(conn, table, settled_users) if settled_users else []
                 report.drifts.extend(Drift(table, *row) for row in rows)
         report.users += len(settled_users)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from db import stale as db_stale
+from db.derived_jobs import JOBS
 from jobs import deltas
-from jobs.recompute import JOBS, recompute
+from jobs.recompute import recompute
 
 
 def apply_all(conn: sa.Connection) -> int:

@@ -2,9 +2,10 @@
 
 * ``store_heartbeats`` (queue ``heartbeats``): raw rows and their deltas in one transaction, then
   a wake for the three derived jobs.
-* ``update_projects``, ``update_languages``, ``update_user_agents`` (queues ``projects``,
-  ``languages``, ``user_agents``): the project-upsert, language-tracking and version-metadata jobs,
-  each applying the deltas waiting for it, many users per transaction, until none are left.
+* ``update_derived``, declared once per derived job of db.derived_jobs (``update_projects``,
+  ``update_languages``, ``update_user_agents`` on queues of the same names): the project-upsert,
+  language-tracking and version-metadata jobs, each applying the deltas waiting for it, many users
+  per transaction, until none are left.
 * ``recompute_days`` (queue ``recompute``): reprocessing and backfill, user-days recomputed from
   the raw heartbeats.
 
@@ -13,15 +14,17 @@ the wrong arguments (say, from a non-Python producer) is a PoisonMessage, dead-l
 rather than a TypeError retried twenty times. What fails because of the database (down,
 deadlock, timeout: db.errors) is retried with backoff by Dramatiq's Retries middleware; derived
 work that fails because of its data is narrowed down instead, so one user or user-day cannot hold
-back the others (``_narrow_down``).
+back the others (``_narrow_updates``, ``_narrow_recompute``).
 
-Import this module only through ``worker.runtime.broker.setup_broker``: actors bind to the global broker
-when they are declared.
+The actors are plain functions of their dependencies (:class:`Deps`: the broker and the
+settings) and the message's arguments; :func:`declare_actors` declares them on a broker with
+``dramatiq.actor(..., broker=broker)``, so this module imports nothing that imports it back.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dramatiq
@@ -29,6 +32,7 @@ import redis
 import structlog
 
 from db.deltas import select_delta_users
+from db.derived_jobs import DERIVED_JOBS
 from db.errors import describe_error, is_transient
 from jobs import deltas as delta_jobs
 from jobs import recompute as recompute_jobs
@@ -36,10 +40,8 @@ from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
 from worker.database import get_engine
 from worker.logs import get_logger
-from worker.runtime.broker import installed_broker
 from worker.runtime.consumer import hand_back, settle, take_ready
 from worker.runtime.messages import (
-    DERIVED,
     HEARTBEATS_QUEUE,
     RECOMPUTE_ACTOR,
     RECOMPUTE_QUEUE,
@@ -54,12 +56,7 @@ from worker.runtime.messages import (
 )
 from worker.runtime.metrics import record_recompute, record_store, record_update
 from worker.runtime.outbox import send_recomputes, wake, woken
-from worker.settings import get_settings
-
-if installed_broker() is None:  # pragma: no cover - a wiring mistake, caught on first import
-    raise RuntimeError(
-        "import worker.runtime.actors through worker.runtime.broker.setup_broker(), not directly"
-    )
+from worker.settings import Settings
 
 log = get_logger("hbw.actors")
 
@@ -68,27 +65,32 @@ log = get_logger("hbw.actors")
 UPDATE_BUDGET_S = 2.0
 
 
-def _engine():
-    settings = get_settings()
-    return get_engine(settings.database_url, pool_size=settings.threads + 2)
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the actors work with, handed in when they are declared."""
+
+    broker: dramatiq.Broker
+    settings: Settings
+
+    def engine(self):
+        return get_engine(self.settings.database_url, pool_size=self.settings.threads + 2)
 
 
 def _batch_id() -> str | None:
     return structlog.contextvars.get_contextvars().get("batch_id")
 
 
-@dramatiq.actor(actor_name=STORE_ACTOR, queue_name=HEARTBEATS_QUEUE, throws=(PoisonMessage,))
-def store_heartbeats(*args, **kwargs) -> None:
+def store_heartbeats(deps: Deps, *args, **kwargs) -> None:
     """Store a batch of heartbeats, with the other store messages ready now (or within
     HBW_STORE_LINGER_MS) in the same transaction; valid heartbeats are kept even when others of
     their message are not."""
     own = validate_heartbeats(parse_payload(StorePayload, args, kwargs).heartbeats)
-    settings, broker = get_settings(), dramatiq.get_broker()
+    settings, broker = deps.settings, deps.broker
     others = _gather(broker, settings.batch_size - len(own.accepted), settings.store_linger_ms / 1000)
     try:
         parts = [(message, _validated(message)) for message in others]
         accepted = own.accepted + [hb for _, part in parts if part.accepted for hb in part.accepted]
-        with _engine().begin() as conn:
+        with deps.engine().begin() as conn:
             result = store_jobs.store_heartbeats(conn, accepted, timeout_us=settings.timeout_us)
     except Exception:
         hand_back(broker, HEARTBEATS_QUEUE, others)  # each runs again on its own
@@ -99,7 +101,12 @@ def store_heartbeats(*args, **kwargs) -> None:
     except redis.RedisError as e:  # committed: the consumer hands the unsettled ones back, which run again
         log.warning("batch.settle_deferred", messages=len(others), error=describe_error(e))
     try:  # (also after a redelivery that stored nothing: the first delivery may not have woken them)
-        wake(broker, list(DERIVED), delay_ms=settings.recompute_delay_ms, batch_id=_batch_id())
+        wake(
+            broker,
+            [job.name for job in DERIVED_JOBS],
+            delay_ms=settings.recompute_delay_ms,
+            batch_id=_batch_id(),
+        )
     except Exception as e:  # committed: the sweeper wakes them later; failing would redo nothing
         log.warning("derived.wake_deferred", error=describe_error(e))
     received = len(own.accepted) + len(own.rejected) + sum(part.received for _, part in parts)
@@ -167,9 +174,11 @@ def _rejections(validated) -> str | None:
     return f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}"
 
 
-def _update(job: str, args: tuple, kwargs: dict) -> None:
+def update_derived(deps: Deps, job: str, *args, **kwargs) -> None:
+    """One derived job (db.derived_jobs): the deltas waiting for it into its day rows and totals,
+    many users per transaction, until none are left (or its time budget is spent)."""
     payload = parse_payload(UpdatePayload, args, kwargs)
-    broker, engine = dramatiq.get_broker(), _engine()
+    broker, engine = deps.broker, deps.engine()
     if payload.users is None:
         woken(broker, job)
     started, users, rows = time.monotonic(), 0, 0
@@ -180,7 +189,7 @@ def _update(job: str, args: tuple, kwargs: dict) -> None:
         except Exception as e:
             if is_transient(e):  # the database, not the data: retried as it is
                 raise
-            _narrow_updates(engine, job, payload, e)
+            _narrow_updates(deps, job, payload, e)
             return
         users, rows = users + len(result.users), rows + result.rows
         # (Deltas committed after `woken` above come with a wake of their own.)
@@ -193,10 +202,10 @@ def _update(job: str, args: tuple, kwargs: dict) -> None:
     structlog.contextvars.bind_contextvars(job=job, users=users, deltas=rows)
 
 
-def _narrow_updates(engine, job: str, payload: UpdatePayload, error: Exception) -> None:
+def _narrow_updates(deps: Deps, job: str, payload: UpdatePayload, error: Exception) -> None:
     """A batch fails for a reason of its own: one message per user retries it; a single user's
     deltas that still fail are set aside and the message dead-lettered with the reason."""
-    reason = describe_error(error, limit=1000)
+    reason, engine = describe_error(error, limit=1000), deps.engine()
     if payload.users is None:
         with engine.connect() as conn:  # the batch that failed took the oldest deltas' users
             tried = list(select_delta_users(conn, job, limit=delta_jobs.ROWS_PER_BATCH))
@@ -207,41 +216,16 @@ def _narrow_updates(engine, job: str, payload: UpdatePayload, error: Exception) 
         with engine.begin() as conn:
             delta_jobs.set_aside(conn, job, payload.users, reason)
         raise PoisonMessage(f"{job} of user {payload.users[0]!r} fails by itself: {reason}")
-    broker = dramatiq.get_broker()
     for users in parts:
-        broker.enqueue(update_message(job, users, _batch_id()))
+        deps.broker.enqueue(update_message(job, users, _batch_id()))
     structlog.contextvars.bind_contextvars(job=job, narrowed_to=len(parts))
     log.warning("derived.narrowing_down", job=job, parts=len(parts), error=describe_error(error))
 
 
-@dramatiq.actor(actor_name=DERIVED["projects"][1], queue_name=DERIVED["projects"][0], throws=(PoisonMessage,))
-def update_projects(*args, **kwargs) -> None:
-    """Project upsert: deltas into `project_days`, then the `projects` totals."""
-    _update("projects", args, kwargs)
-
-
-@dramatiq.actor(
-    actor_name=DERIVED["languages"][1], queue_name=DERIVED["languages"][0], throws=(PoisonMessage,)
-)
-def update_languages(*args, **kwargs) -> None:
-    """Language tracking: deltas into `language_days`, then the `project_languages` totals."""
-    _update("languages", args, kwargs)
-
-
-@dramatiq.actor(
-    actor_name=DERIVED["user_agents"][1], queue_name=DERIVED["user_agents"][0], throws=(PoisonMessage,)
-)
-def update_user_agents(*args, **kwargs) -> None:
-    """Version metadata: deltas into `user_agent_days`, then `user_agents` with the parsed parts."""
-    _update("user_agents", args, kwargs)
-
-
-@dramatiq.actor(actor_name=RECOMPUTE_ACTOR, queue_name=RECOMPUTE_QUEUE, throws=(PoisonMessage,))
-def recompute_days(*args, **kwargs) -> None:
+def recompute_days(deps: Deps, *args, **kwargs) -> None:
     """Reprocessing: these user-days' derived rows recomputed from the raw heartbeats."""
     payload = parse_payload(RecomputePayload, args, kwargs)
-    settings = get_settings()
-    engine = _engine()
+    settings, engine = deps.settings, deps.engine()
     started = time.monotonic()
     try:
         with engine.begin() as conn:
@@ -251,14 +235,14 @@ def recompute_days(*args, **kwargs) -> None:
     except Exception as e:
         if is_transient(e):  # the database, not the data: retried as it is
             raise
-        _narrow_recompute(engine, payload, e)
+        _narrow_recompute(deps, payload, e)
         return
     record_recompute(len(result.recomputed), time.monotonic() - started)
     # User-days marked stale again meanwhile: go round again.
     if result.rerun:
         try:
             send_recomputes(engine, result.rerun, keys_per_message=settings.recompute_keys_per_message,
-                            batch_id=_batch_id())  # fmt: skip
+                            broker=deps.broker, batch_id=_batch_id())  # fmt: skip
         except Exception as e:  # committed: the sweeper sends them later
             log.warning("derived.send_deferred", rows=len(result.rerun), error=describe_error(e))
     structlog.contextvars.bind_contextvars(
@@ -269,19 +253,42 @@ def recompute_days(*args, **kwargs) -> None:
     )
 
 
-def _narrow_recompute(engine, payload: RecomputePayload, error: Exception) -> None:
+def _narrow_recompute(deps: Deps, payload: RecomputePayload, error: Exception) -> None:
     """The message fails for a reason of its own: the users and days in it that do not fail must
     not wait for the one that does. It is retried in parts (jobs.recompute.narrow), and a single
     user-day that still fails is set aside and dead-lettered with the reason."""
     reason = describe_error(error, limit=1000)
     parts = recompute_jobs.narrow(payload.keys, alone=payload.alone)
     if not parts:
-        with engine.begin() as conn:
+        with deps.engine().begin() as conn:
             recompute_jobs.set_aside(conn, payload.keys, reason)
         [(user_id, day)] = payload.keys
         raise PoisonMessage(f"recomputing user {user_id!r} on {day} fails by itself: {reason}")
-    broker = dramatiq.get_broker()
     for keys, alone in parts:
-        broker.enqueue(recompute_message(keys, _batch_id(), alone=alone))
+        deps.broker.enqueue(recompute_message(keys, _batch_id(), alone=alone))
     structlog.contextvars.bind_contextvars(keys=len(payload.keys), narrowed_to=len(parts))
     log.warning("derived.narrowing_down", job="recompute", parts=len(parts), error=describe_error(error))
+
+
+def declare_actors(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq.Actor]:
+    """Declare every actor on `broker`, bound to its dependencies; returns them by actor name."""
+    deps = Deps(broker, settings)
+    bound = [(_bind(store_heartbeats, deps), STORE_ACTOR, HEARTBEATS_QUEUE)]
+    bound += [(_bind(update_derived, deps, job.name), job.actor, job.queue) for job in DERIVED_JOBS]
+    bound.append((_bind(recompute_days, deps), RECOMPUTE_ACTOR, RECOMPUTE_QUEUE))
+    return {
+        name: dramatiq.actor(fn, actor_name=name, queue_name=queue, broker=broker, throws=(PoisonMessage,))
+        for fn, name, queue in bound
+    }
+
+
+def _bind(fn: Callable[..., None], *front) -> Callable[..., None]:
+    """`fn` with its first arguments given, named as it is (Dramatiq logs under its module)."""
+
+    def actor(*args, **kwargs) -> None:
+        fn(*front, *args, **kwargs)
+
+    actor.__module__, actor.__name__, actor.__qualname__, actor.__doc__ = (
+        fn.__module__, fn.__name__, fn.__qualname__, fn.__doc__,
+    )  # fmt: skip
+    return actor

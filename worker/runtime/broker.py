@@ -1,8 +1,9 @@
 """The one place the Dramatiq broker is built.
 
-Call :func:`setup_broker` once per process, before any actor is declared: it builds the broker,
-installs it with ``dramatiq.set_broker`` and then imports ``worker.runtime.actors`` so the actors bind to
-it. Producers only need the broker (they build messages from ``worker.runtime.messages``).
+Call :func:`setup_broker` once per process: it builds the broker, installs it with
+``dramatiq.set_broker`` and declares the actors on it (worker.runtime.actors.declare_actors), handing
+them the settings. Producers only need the broker (they build messages from
+``worker.runtime.messages``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dramatiq.middleware.retries import Retries
 
 from db.errors import describe_error
 from worker.logs import get_logger
+from worker.runtime.actors import declare_actors
 from worker.runtime.consumer import HbwConsumer
 from worker.runtime.doorbell import Doorbell
 from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script, health_key
@@ -198,13 +200,14 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
 
 
 def setup_broker(settings: Settings) -> dramatiq.Broker:
-    """Build and install the broker, then declare the actors on it (idempotent per process)."""
+    """Build and install the broker, then declare the actors on it (idempotent per process: the
+    first call's settings are the actors')."""
     global _installed
     if _installed is None:
         broker = make_broker(settings)
+        declare_actors(broker, settings)
         dramatiq.set_broker(broker)
         _installed = broker
-        import worker.runtime.actors  # noqa: F401  (binds the actors to the broker just installed)
     return _installed
 
 

@@ -22,22 +22,16 @@ from dramatiq.encoder import Encoder
 from dramatiq.errors import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from db.derived_jobs import DERIVED_JOBS, JOBS
 from jobs.heartbeat import describe_errors
 
 HEARTBEATS_QUEUE = "heartbeats"
 STORE_ACTOR = "store_heartbeats"
 
-#: Derived job -> (queue, actor) of its updates: applying the deltas stores leave. One queue per
-#: job so operators can scale them separately.
-DERIVED = {
-    "projects": ("projects", "update_projects"),
-    "languages": ("languages", "update_languages"),
-    "user_agents": ("user_agents", "update_user_agents"),
-}
 #: Recomputing user-days from the raw heartbeats (reprocess, backfill), all jobs in one pass.
 RECOMPUTE_QUEUE = "recompute"
 RECOMPUTE_ACTOR = "recompute_days"
-QUEUES = (HEARTBEATS_QUEUE, *(queue for queue, _ in DERIVED.values()), RECOMPUTE_QUEUE)
+QUEUES = (HEARTBEATS_QUEUE, *(job.queue for job in DERIVED_JOBS), RECOMPUTE_QUEUE)
 
 
 class FastJSONEncoder(Encoder):
@@ -182,7 +176,7 @@ def store_message(heartbeats: list[dict[str, Any]], batch_id: str | None = None)
 def update_message(
     job: str, users: Sequence[str] | None = None, batch_id: str | None = None
 ) -> dramatiq.Message:
-    queue, actor = DERIVED[job]
+    queue, actor = JOBS[job].queue, JOBS[job].actor
     kwargs = {"users": list(users)} if users else {}
     return dramatiq.Message(
         queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options=_options(batch_id)

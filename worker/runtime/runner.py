@@ -20,13 +20,14 @@ import dramatiq
 import redis
 import sqlalchemy as sa
 
+from db.derived_jobs import DERIVED_JOBS
 from db.schema import expected_version, installed_version
 from worker.database import get_engine
 from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
 from worker.logs import get_logger
 from worker.runtime.broker import setup_broker
 from worker.runtime.liveness import broken
-from worker.runtime.messages import DERIVED, QUEUES, RECOMPUTE_QUEUE
+from worker.runtime.messages import QUEUES, RECOMPUTE_QUEUE
 from worker.runtime.outbox import OrphanSweeper
 from worker.runtime.vacuum import OutboxVacuum
 from worker.settings import Settings
@@ -155,7 +156,7 @@ def run_worker(
     sweeper = OrphanSweeper(
         engine,
         broker,
-        jobs=[job for job, (queue, _) in DERIVED.items() if queue in queues],
+        jobs=[job.name for job in DERIVED_JOBS if job.queue in queues],
         recompute=RECOMPUTE_QUEUE in queues,
         keys_per_message=settings.recompute_keys_per_message,
         interval=settings.sweep_interval_s,
