@@ -77,9 +77,8 @@ def add_backfill(commands) -> None:
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.runs import RunSpec, run_key
-
     from db import runs as db_runs
+    from jobs.runs import RunSpec, run_key
     from worker.database import get_engine
 
     with servers_for(settings) as settings:
@@ -96,7 +95,6 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings, spec, *, wait: bool, pace: bool) -> int:
     from jobs.runs import execute_run
-
     from worker.database import get_engine
     from worker.runtime.broker import setup_broker
     from worker.runtime.outbox import recompute_sender
