@@ -32,7 +32,7 @@ from worker.producer import enqueue_heartbeats
 from worker.runtime.broker import setup_broker
 from worker.runtime.messages import QUEUES
 from worker.runtime.outbox import recompute_sender
-from worker.runtime.runner import queues_empty
+from worker.runtime.redis_keys import queues_empty
 from worker.settings import Settings, get_settings
 
 DATABASE = "hbw_bench"

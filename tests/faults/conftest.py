@@ -33,7 +33,7 @@ from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.producer import EnqueueError, enqueue_heartbeats
 from worker.runtime.broker import make_broker
 from worker.runtime.messages import QUEUES
-from worker.runtime.runner import queues_empty
+from worker.runtime.redis_keys import queues_empty
 from worker.settings import Settings
 
 #: Every fault inflicted in this session, for the README's Reliability section.

@@ -19,7 +19,7 @@ from tests.tables import diff, snapshot
 from worker import cli
 from worker.producer import enqueue_heartbeats
 from worker.runtime.messages import QUEUES
-from worker.runtime.runner import queues_empty
+from worker.runtime.redis_keys import queues_empty
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import drain, free_port
 from worker import cli
 from worker.producer import enqueue_heartbeats
-from worker.runtime import status as status_
+from worker.runtime import redis_keys
 from worker.runtime.messages import QUEUES, store_message, update_message
 
 NOW = time.time()
@@ -54,8 +54,8 @@ def test_status_reports_a_known_queue_state(db, broker, settings, capsys):
     client.zadd(f"{ns}:__heartbeats__", {**beats, "old-producer": (now - 120) * 1000})
     client.sadd(f"{ns}:__acks__.live-worker.user_agents", "m1", "m2")
     # throughput counters: 40 store messages and 12,345 heartbeats 15 s ago, 7 messages 5 min ago
-    status_.count(client, ns, {"processed.heartbeats": 40, "stored": 12_345}, now=now - 15)
-    status_.count(client, ns, {"processed.heartbeats": 7}, now=now - 300)
+    redis_keys.count(client, ns, {"processed.heartbeats": 40, "stored": 12_345}, now=now - 15)
+    redis_keys.count(client, ns, {"processed.heartbeats": 7}, now=now - 300)
     with db.begin() as conn:
         conn.execute(sa.text("INSERT INTO stale_days (user_id, day) VALUES ('ops', :d)"), {"d": _today()})
         conn.execute(sa.text(

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import redis
 
+from worker.runtime import redis_keys
+
 AUTH_WINDOW_SECONDS = 60
 
 
@@ -53,7 +55,7 @@ class Budgets:
         self.per_key, self.failures = per_key_per_minute, auth_failures_per_minute
 
     def _failures_key(self, address: str) -> str:
-        return f"{self.namespace}:hbw.authfail:{address}"
+        return redis_keys.auth_failures(self.namespace, address)
 
     def check_many(self, requests: Sequence[tuple[bytes, str]]) -> list[RateLimited | None]:
         """Count requests of authenticated keys, (key hash, client address) each, in one round trip;
@@ -66,7 +68,7 @@ class Budgets:
         pipe = self.client.pipeline(transaction=False)
         for key_hash, address in requests:
             if self.per_key:
-                name = f"{self.namespace}:hbw.rate:{key_hash[:8].hex()}:{window}"
+                name = redis_keys.rate(self.namespace, key_hash, window)
                 pipe.incr(name)
                 pipe.expire(name, 120)
             if self.failures:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import dramatiq
 import redis
+import sqlalchemy as sa
 import structlog
 
 from db.deltas import select_delta_users
@@ -40,7 +41,8 @@ from jobs import store as store_jobs
 from jobs.heartbeat import validate_heartbeats
 from worker.database import get_engine
 from worker.logs import get_logger
-from worker.runtime.consumer import hand_back, settle, take_ready
+from worker.runtime.consumer import hand_back, settle
+from worker.runtime.gather import gather, rejections, validated
 from worker.runtime.messages import (
     HEARTBEATS_QUEUE,
     RECOMPUTE_ACTOR,
@@ -71,9 +73,8 @@ class Deps:
 
     broker: dramatiq.Broker
     settings: Settings
-
-    def engine(self):
-        return get_engine(self.settings.database_url, pool_size=self.settings.threads + 2)
+    #: The database (a function: the pool is made in the worker process, on first use).
+    engine: Callable[[], sa.Engine]
 
 
 def _batch_id() -> str | None:
@@ -86,9 +87,9 @@ def store_heartbeats(deps: Deps, *args, **kwargs) -> None:
     their message are not."""
     own = validate_heartbeats(parse_payload(StorePayload, args, kwargs).heartbeats)
     settings, broker = deps.settings, deps.broker
-    others = _gather(broker, settings.batch_size - len(own.accepted), settings.store_linger_ms / 1000)
+    others = gather(broker, settings.batch_size - len(own.accepted), settings.store_linger_ms / 1000)
     try:
-        parts = [(message, _validated(message)) for message in others]
+        parts = [(message, validated(message)) for message in others]
         accepted = own.accepted + [hb for _, part in parts if part.accepted for hb in part.accepted]
         with deps.engine().begin() as conn:
             result = store_jobs.store_heartbeats(conn, accepted, timeout_us=settings.timeout_us)
@@ -117,61 +118,10 @@ def store_heartbeats(deps: Deps, *args, **kwargs) -> None:
                                            rejected=rejected, batched_messages=len(others))  # fmt: skip
     record_store(broker, inserted=result.inserted, duplicates=duplicates, rejected=rejected,
                  messages=len(others), dead_lettered=len(failed))  # fmt: skip
-    if reason := _rejections(own):
+    if reason := rejections(own):
         # The valid ones are stored; the message goes to the dead-letter queue with the reasons,
         # where retrying it stores nothing twice.
         raise PoisonMessage(reason)
-
-
-#: Store messages one transaction takes at most (beside HBW_BATCH_SIZE heartbeats).
-MESSAGES_PER_STORE = 100
-
-
-def _gather(broker, room: int, linger: float) -> list[dramatiq.Message]:
-    """Ready store messages to take along, up to `room` heartbeats; when few are ready, wait up to
-    `linger` seconds for more, in one sleep (polling meanwhile would cost more than it saves)."""
-    taken: list[dramatiq.Message] = []
-    deadline = time.monotonic() + linger
-    while room > 0 and len(taken) < MESSAGES_PER_STORE:
-        try:
-            got = take_ready(broker, HEARTBEATS_QUEUE, min(8, MESSAGES_PER_STORE - len(taken)))
-        except redis.RedisError as e:  # Redis away: store what was taken (the rest is handed back later)
-            log.warning("batch.gather_stopped", taken=len(taken), error=describe_error(e))
-            break
-        taken += got
-        room -= sum(len(m.args[0]) if m.args and isinstance(m.args[0], list) else 1 for m in got)
-        if not got:
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(max(0.0, deadline - time.monotonic()))
-    return taken
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """A taken store message: its valid heartbeats, how many it carried, and why it goes to the dead
-    letters once they are stored (None: it does not)."""
-
-    accepted: list
-    received: int
-    reason: str | None
-
-
-def _validated(message: dramatiq.Message) -> _Part:
-    try:
-        heartbeats = parse_payload(StorePayload, message.args, message.kwargs).heartbeats
-    except PoisonMessage as e:
-        return _Part([], 0, str(e))
-    validated = validate_heartbeats(heartbeats)
-    return _Part(validated.accepted, len(heartbeats), _rejections(validated))
-
-
-def _rejections(validated) -> str | None:
-    if not validated.rejected:
-        return None
-    shown = "; ".join(str(r) for r in validated.rejected[:5])
-    more = f" (and {len(validated.rejected) - 5} more)" if len(validated.rejected) > 5 else ""
-    return f"{len(validated.rejected)} invalid heartbeat(s): {shown}{more}"
 
 
 def update_derived(deps: Deps, job: str, *args, **kwargs) -> None:
@@ -270,9 +220,16 @@ def _narrow_recompute(deps: Deps, payload: RecomputePayload, error: Exception) -
     log.warning("derived.narrowing_down", job="recompute", parts=len(parts), error=describe_error(error))
 
 
-def declare_actors(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq.Actor]:
-    """Declare every actor on `broker`, bound to its dependencies; returns them by actor name."""
-    deps = Deps(broker, settings)
+def declare_actors(
+    broker: dramatiq.Broker, settings: Settings, *, engine: Callable[[], sa.Engine] | None = None
+) -> dict[str, dramatiq.Actor]:
+    """Declare every actor on `broker`, bound to its dependencies (`engine`: the one DATABASE_URL
+    names); returns them by actor name."""
+
+    def default_engine() -> sa.Engine:
+        return get_engine(settings.database_url, pool_size=settings.threads + 2)
+
+    deps = Deps(broker, settings, engine or default_engine)
     bound = [(_bind(store_heartbeats, deps), STORE_ACTOR, HEARTBEATS_QUEUE)]
     bound += [(_bind(update_derived, deps, job.name), job.actor, job.queue) for job in DERIVED_JOBS]
     bound.append((_bind(recompute_days, deps), RECOMPUTE_ACTOR, RECOMPUTE_QUEUE))

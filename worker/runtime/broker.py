@@ -20,10 +20,11 @@ from dramatiq.middleware.retries import Retries
 
 from db.errors import describe_error
 from worker.logs import get_logger
+from worker.runtime import redis_keys
 from worker.runtime.actors import declare_actors
 from worker.runtime.consumer import HbwConsumer
 from worker.runtime.doorbell import Doorbell
-from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script, health_key
+from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script
 from worker.runtime.middleware import MessageLog, WorkerHeartbeat
 from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import Settings
@@ -103,7 +104,7 @@ class HbwRedisBroker(RedisBroker):
         score is Redis's clock, and the beat still lands when Redis is out of memory.
         """
         ns = self.namespace
-        keys = [f"{ns}:__heartbeats__", f"{ns}:hbw.workers", health_key(ns)]
+        keys = [redis_keys.heartbeats(ns), redis_keys.workers(ns), redis_keys.worker_health(ns)]
         self.scripts["beat"](keys=keys, args=[self.broker_id, orjson.dumps(health or {"ok": True})])
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:
@@ -161,8 +162,9 @@ class SafeRetries(Retries):
             log.error("message.retry_not_scheduled", message_id=message.message_id, error=describe_error(e))
 
 
-def make_broker(settings: Settings) -> HbwRedisBroker:
-    if not settings.redis_url:
+def make_broker(settings: Settings, *, client: redis.Redis | None = None) -> HbwRedisBroker:
+    """The broker the settings describe (on `client` instead of REDIS_URL: fakeredis in tests)."""
+    if not (settings.redis_url or client):
         raise RuntimeError("REDIS_URL is not set")
     # MessageLog and Metrics go first: Dramatiq runs after_* hooks in reverse order, so they see
     # the message after Retries has decided whether it is retried or dead-lettered.
@@ -184,7 +186,7 @@ def make_broker(settings: Settings) -> HbwRedisBroker:
     timeout_s = settings.worker_heartbeat_timeout_ms / 1000
     middleware.append(WorkerHeartbeat(interval=timeout_s / 3, stall_after=4 * timeout_s))
     broker = HbwRedisBroker(
-        url=settings.redis_url,
+        **({"client": client} if client else {"url": settings.redis_url}),
         namespace=settings.redis_namespace,
         middleware=middleware,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,

@@ -19,13 +19,14 @@ import dramatiq
 from dramatiq.common import q_name
 
 from worker.logs import get_logger
+from worker.runtime import redis_keys
 from worker.runtime.messages import admit
 
 log = get_logger("hbw.deadletters")
 
 
 def _keys(broker, queue: str) -> tuple[str, str, str]:
-    base = f"{broker.namespace}:{q_name(queue)}.XQ"
+    base = redis_keys.dead_letters(broker.namespace, queue)
     return base, f"{base}.msgs", f"{base}.errors"
 
 

@@ -16,6 +16,7 @@ import threading
 
 from db.errors import describe_error
 from worker.logs import get_logger
+from worker.runtime import redis_keys
 
 log = get_logger("hbw.doorbell")
 
@@ -77,10 +78,7 @@ class Doorbell:
             for queue in queues:
                 if broker._maintenance_due("fetch", queue):
                     broker.do_maintain(queue)
-            pipe = broker.client.pipeline(transaction=False)
-            for queue in queues:
-                pipe.llen(f"{broker.namespace}:{queue}")
-            lengths = pipe.execute()
+            lengths = redis_keys.ready_lengths(broker, queues)
         except Exception as e:  # let the consumers poll: they report and recover as usual
             log.warning("doorbell.check_failed", error=describe_error(e))
             lengths = [1] * len(queues)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import dramatiq
 import orjson
 
+from worker.runtime import redis_keys
+
 #: The dispatch script's time, from Redis (milliseconds; TIME answers seconds and microseconds).
 _REDIS_CLOCK = b"""local now = redis.call("time")
 local timestamp = now[1] * 1000 + math.floor(now[2] / 1000)
@@ -67,10 +69,6 @@ def dispatch_script() -> bytes:
             "Dramatiq's dispatch.lua changed: worker.runtime.liveness cannot give it Redis's clock"
         )
     return original.replace(line, _REDIS_CLOCK)
-
-
-def health_key(namespace: str) -> str:
-    return f"{namespace}:hbw.worker_health"
 
 
 # -- in the worker process --------------------------------------------------------------------
@@ -145,10 +143,7 @@ class ProcessHealth:
 
 
 def ready_messages(broker: dramatiq.Broker, queues: list[str]) -> int:
-    pipe = broker.client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(f"{broker.namespace}:{queue}")
-    return sum(pipe.execute())
+    return sum(redis_keys.ready_lengths(broker, queues))
 
 
 # -- readers: hbw status, hbw health, metrics -------------------------------------------------
@@ -186,9 +181,9 @@ def read_workers(broker: dramatiq.Broker, timeout_ms: int) -> Workers:
     ns = broker.namespace
     pipe = broker.client.pipeline(transaction=False)
     pipe.time()
-    pipe.zrange(f"{ns}:hbw.workers", 0, -1, withscores=True)
-    pipe.zrange(f"{ns}:__heartbeats__", 0, -1)
-    pipe.hgetall(health_key(ns))
+    pipe.zrange(redis_keys.workers(ns), 0, -1, withscores=True)
+    pipe.zrange(redis_keys.heartbeats(ns), 0, -1)
+    pipe.hgetall(redis_keys.worker_health(ns))
     (seconds, micros), registered, dramatiq_beats, health = pipe.execute()
     now_ms = seconds * 1000 + micros / 1000
     unrescued = set(dramatiq_beats)

@@ -23,9 +23,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from db.errors import describe_error
 from worker.logs import get_logger
-from worker.runtime import status as status_
+from worker.runtime import redis_keys
 from worker.runtime.liveness import read_workers
-from worker.runtime.messages import HEARTBEATS_QUEUE, STORE_ACTOR
+from worker.runtime.messages import HEARTBEATS_QUEUE, QUEUES, STORE_ACTOR
 from worker.runtime.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
@@ -111,7 +111,7 @@ class Tally:
         if not amounts or client is None:
             return
         try:
-            status_.count(client, broker.namespace, amounts)
+            redis_keys.count(client, broker.namespace, amounts)
         except Exception as e:  # statistics must never fail anything; these are lost
             log.warning("metrics.count_failed", error=describe_error(e))
 
@@ -170,7 +170,7 @@ class QueueCollector:
         up = GaugeMetricFamily("hbw_redis_up", "1 when Redis answered this scrape.")
         try:
             workers = read_workers(self.broker, self.heartbeat_timeout_ms)
-            queues = status_.read_queues(self.broker, workers.beating)
+            queues = redis_keys.read_queues(self.broker, workers.beating, QUEUES)
             memory = check_writes(self.broker.client, self.broker.namespace)
         except Exception as e:
             log.warning("metrics.redis_unavailable", error=describe_error(e))

@@ -32,6 +32,7 @@ from db import stale as db_stale
 from db.queries import Key
 from jobs.heartbeat import chunked
 from worker.logs import get_logger
+from worker.runtime import redis_keys
 from worker.runtime.messages import recompute_message, update_message
 
 log = get_logger("hbw.outbox")
@@ -39,10 +40,6 @@ log = get_logger("hbw.outbox")
 #: A wake key outlives its message's delay by this much (a message stuck in a backlog longer than
 #: that only means one more wake).
 WAKE_MARGIN_MS = 60_000
-
-
-def _wake_key(broker: dramatiq.Broker, job: str) -> str:
-    return f"{broker.namespace}:hbw.wake.{job}"
 
 
 def wake(
@@ -58,7 +55,7 @@ def wake(
     if not force:
         pipe = broker.client.pipeline(transaction=False)
         for job in jobs:
-            pipe.set(_wake_key(broker, job), 1, nx=True, px=delay_ms + WAKE_MARGIN_MS)
+            pipe.set(redis_keys.wake(broker.namespace, job), 1, nx=True, px=delay_ms + WAKE_MARGIN_MS)
         jobs = [job for job, was_set in zip(jobs, pipe.execute(), strict=True) if was_set]
     for job in jobs:
         broker.enqueue(update_message(job, batch_id=batch_id), delay=delay_ms or None)
@@ -67,7 +64,7 @@ def wake(
 
 def woken(broker: dramatiq.Broker, job: str) -> None:
     """An updater starts: deltas stored from now on need a new wake."""
-    broker.client.delete(_wake_key(broker, job))
+    broker.client.delete(redis_keys.wake(broker.namespace, job))
 
 
 def send_recomputes(

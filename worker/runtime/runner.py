@@ -29,6 +29,7 @@ from worker.runtime.broker import setup_broker
 from worker.runtime.liveness import broken
 from worker.runtime.messages import QUEUES, RECOMPUTE_QUEUE
 from worker.runtime.outbox import OrphanSweeper
+from worker.runtime.redis_keys import queues_empty
 from worker.runtime.vacuum import OutboxVacuum
 from worker.settings import Settings
 
@@ -104,19 +105,6 @@ def redis_warnings(broker: dramatiq.Broker) -> list[str]:
         warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: under memory pressure it "
                         "evicts keys, queued messages included. Set maxmemory-policy noeviction")  # fmt: skip
     return warnings
-
-
-def queues_empty(broker: dramatiq.Broker, queues: Sequence[str]) -> bool:
-    """True when these queues hold no message: ready, delayed, prefetched or in flight.
-
-    Dramatiq's Redis broker keeps every message in ``<ns>:<queue>.msgs`` until it is acked,
-    and delayed ones (retries) in ``<ns>:<queue>.DQ.msgs``.
-    """
-    pipe = broker.client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.hlen(f"{broker.namespace}:{queue}.msgs")
-        pipe.hlen(f"{broker.namespace}:{queue}.DQ.msgs")
-    return not any(pipe.execute())
 
 
 def run_worker(
