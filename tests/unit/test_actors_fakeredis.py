@@ -36,6 +36,7 @@ from worker.runtime.messages import (
     store_message,
     update_message,
 )
+from worker.runtime.redis_keys import Keys
 from worker.settings import Settings
 
 NOW = time.time()
@@ -132,7 +133,7 @@ def dead(broker, queue: str) -> list:
 
 
 def waiting(broker, queue: str) -> list[dramatiq.Message]:
-    raw = broker.client.hvals(redis_keys.messages(broker.namespace, queue))
+    raw = broker.client.hvals(Keys(broker.namespace).messages(queue))
     return [dramatiq.Message.decode(data) for data in raw]
 
 
@@ -198,12 +199,12 @@ def test_a_database_away_is_retried_and_the_batch_stored_once_it_is_back(broker,
 def test_an_update_applies_batches_until_none_are_left(broker, database, monkeypatch, job):
     recorder = Recorder(ApplyResult(["ann", "bob"], 5, more=True), ApplyResult(["cid"], 1, more=False))
     monkeypatch.setattr(delta_jobs, "apply", recorder)
-    broker.client.set(redis_keys.wake(broker.namespace, job.name), 1)
+    broker.client.set(Keys(broker.namespace).wake(job.name), 1)
     broker.enqueue(update_message(job.name))
     run(broker, job.queue)
     assert recorder.calls == [(job.name, {"users": None})] * 2
     assert database.committed == 2
-    assert not broker.client.exists(redis_keys.wake(broker.namespace, job.name))  # later stores wake it again
+    assert not broker.client.exists(Keys(broker.namespace).wake(job.name))  # later stores wake it again
 
 
 @pytest.mark.parametrize("job", DERIVED_JOBS, ids=lambda job: job.actor)

@@ -1,21 +1,55 @@
-"""What the commands share: argument types, wrapped help, the servers a command uses, progress bars
-and the day range of the commands that take one."""
+"""What the commands share: how a command is declared (its handler's docstring is its description),
+argument types, the servers a command uses, one transaction, progress bars and the day range of
+the commands that take one."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime as dt
+import inspect
 import textwrap
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError, UsageError
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 def wrap(text: str) -> str:
     """Subcommand descriptions, wrapped like the rest of the help (the formatter keeps epilogs raw)."""
     return textwrap.fill(text, 92)
+
+
+def add_command(commands, name: str, func, *, help: str):
+    """Declare the (sub)command `name` run by `func`; returns its parser, for its arguments. The
+    handler's docstring is the help (see :func:`_parser`)."""
+    parser = _parser(commands, name, func.__doc__, help)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_group(commands, name: str, about: str, *, help: str):
+    """Declare a command of several actions (`hbw dlq list`), described by `about`; returns what to
+    add the actions to."""
+    parser = _parser(commands, name, about, help)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def _parser(commands, name: str, about: str, help: str) -> argparse.ArgumentParser:
+    """A command's parser: the first paragraph of `about` is its description (wrapped), the rest
+    (exit codes, examples) is shown as written."""
+    description, _, epilog = inspect.cleandoc(about or "").partition("\n\n")
+    return commands.add_parser(
+        name,
+        help=help,
+        description=wrap(description),
+        epilog=epilog or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def date_arg(value: str) -> dt.date:
@@ -73,6 +107,15 @@ def servers_for(
             yield settings
     except EmbeddedError as e:
         raise ConfigError(str(e)) from None
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[sa.Connection]:
+    """One transaction on the database the command uses (embedded or not)."""
+    from worker.database import get_engine
+
+    with servers_for(settings, redis=False) as settings, get_engine(settings.database_url).begin() as conn:
+        yield conn
 
 
 def progress_bar(*, disable: bool = False):

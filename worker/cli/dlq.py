@@ -7,39 +7,36 @@ import datetime as dt
 import json
 import sys
 
-from worker.cli.common import positive, servers_for, wrap
+from worker.cli.common import add_command, add_group, positive, servers_for
 from worker.errors import EXIT_OK, EXIT_REJECTED, UsageError
 from worker.runtime.messages import QUEUES
 from worker.settings import Settings
 
+DLQ = """Messages that can never succeed (malformed payloads, invalid heartbeats, unknown actors)
+are dead-lettered at once; others after HBW_MAX_RETRIES retries. They are kept
+HBW_DEAD_LETTER_TTL_DAYS days, with the reason. Retrying puts them back on their queue with a fresh
+retry budget (safe: the actors are idempotent).
+
+examples:
+  hbw dlq list
+  hbw dlq retry --all --queue heartbeats
+  hbw dlq purge 3f2a…
+"""
+
 
 def add_dlq(commands) -> None:
-    parser = commands.add_parser(
-        "dlq",
-        help="list, retry or purge dead-lettered messages",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Messages that can never succeed (malformed payloads, invalid heartbeats, unknown actors) "
-            "are dead-lettered at once; others after HBW_MAX_RETRIES retries. They are kept "
-            "HBW_DEAD_LETTER_TTL_DAYS days, with the reason. Retrying puts them back on their queue "
-            "with a fresh retry budget (safe: the actors are idempotent)."
-        ),
-        epilog="examples:\n  hbw dlq list\n  hbw dlq retry --all --queue heartbeats\n  hbw dlq purge 3f2a…",
-    )
-    actions = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="dead letters, oldest first, with the reason")
+    actions = add_group(commands, "dlq", DLQ, help="list, retry or purge dead-lettered messages")
+    listing = add_command(actions, "list", dlq_list, help="dead letters, oldest first, with the reason")
     listing.add_argument("--queue", "-Q", choices=QUEUES, metavar="QUEUE", help="only this queue")
     listing.add_argument("--limit", type=positive, help="at most this many")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=dlq_list)
     for action, text in (("retry", "put dead letters back on their queue"), ("purge", "delete dead letters")):
-        sub = actions.add_parser(action, help=text)
+        sub = add_command(actions, action, dlq_retry_or_purge, help=text)
         sub.add_argument(
             "ids", nargs="*", metavar="ID", help="dead-letter id or message id (see `hbw dlq list`)"
         )
         sub.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
         sub.add_argument("--queue", "-Q", choices=QUEUES, metavar="QUEUE", help="only this queue")
-        sub.set_defaults(func=dlq_retry_or_purge)
 
 
 def _letters(args: argparse.Namespace, broker) -> list:
@@ -50,6 +47,7 @@ def _letters(args: argparse.Namespace, broker) -> list:
 
 
 def dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The dead letters, oldest first: id, queue, when it died, actor, retries and the reason."""
     from worker.runtime.broker import setup_broker
 
     with servers_for(settings, database=False) as settings:
@@ -68,6 +66,8 @@ def dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dlq_retry_or_purge(args: argparse.Namespace, settings: Settings) -> int:
+    """Put dead letters back on their queue with a fresh retry budget (retry), or delete them
+    (purge): those named by ID (a dead-letter id or a message id), or --all (of --queue)."""
     from worker.runtime import deadletters
     from worker.runtime.broker import setup_broker
 

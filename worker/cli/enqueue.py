@@ -5,36 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worker.cli.common import positive, servers_for, wrap
+from worker.cli.common import add_command, positive, servers_for
 from worker.errors import EXIT_FAILED
 from worker.settings import Settings
 
 
 def add_enqueue(commands) -> None:
-    parser = commands.add_parser(
-        "enqueue",
-        help="validate heartbeats and enqueue them",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Read heartbeats (JSON lines, or a JSON array), validate each one, and enqueue "
-            "the valid ones in messages of at most HBW_BATCH_SIZE heartbeats, as the input is read: "
-            "memory does not grow with its size. Invalid items are reported with their index and the "
-            "reason (with the line number for input that is not even JSON); the valid ones are "
-            "enqueued anyway."
-        ),
-        epilog="exit codes: 0 all accepted, 2 some rejected (the rest enqueued), "
-        "1 could not enqueue (the output says how many were enqueued before the failure)\n\n"
-        "example:\n  hbw enqueue heartbeats.jsonl --json",
-    )
+    parser = add_command(commands, "enqueue", enqueue, help="validate heartbeats and enqueue them")
     parser.add_argument(
         "file", nargs="?", default="-", metavar="FILE", help="input file, or - for stdin (default)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--batch-size", type=positive, help="heartbeats per message (default HBW_BATCH_SIZE)")
-    parser.set_defaults(func=enqueue)
 
 
 def enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    """Read heartbeats (JSON lines, or a JSON array), validate each one, and enqueue the valid
+    ones in messages of at most HBW_BATCH_SIZE heartbeats, as the input is read: memory does not
+    grow with its size. Invalid items are reported with their index and the reason (with the
+    line number for input that is not even JSON); the valid ones are enqueued anyway.
+
+    exit codes: 0 all accepted, 2 some rejected (the rest enqueued), 1 could not enqueue (the
+    output says how many were enqueued before the failure)
+
+    example:
+      hbw enqueue heartbeats.jsonl --json
+    """
     from worker.cli.input import RejectionSpool, open_input, read_items
     from worker.errors import describe
     from worker.producer import EnqueueError, enqueue_heartbeats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from worker.cli.common import add_days, date_arg, day_range, follow, progress_bar, servers_for, wrap
+from worker.cli.common import add_command, add_days, date_arg, day_range, follow, progress_bar, servers_for
 from worker.errors import EXIT_FAILED, EXIT_OK
 from worker.logs import get_logger
 from worker.settings import Settings
@@ -15,26 +15,26 @@ log = get_logger("hbw.cli")
 
 
 def add_verify(commands) -> None:
-    parser = commands.add_parser(
-        "verify",
-        help="check the derived tables against the raw heartbeats",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Recompute, in read-only transactions, the derived rows of the user-days in the range "
-            "(default: all) and the totals of their users, and report every row that differs from "
-            "what is stored: missing, extra, or other seconds or counts. User-days with work still "
-            "pending are skipped (they differ until the workers catch up). Writes nothing; "
-            "`hbw reprocess` over the same range repairs any drift."
-        ),
-        epilog="exit codes: 0 no drift, 1 drift found\n\nexamples:\n  hbw verify --yesterday\n"
-        "  hbw verify --since 2024-01-01 --until 2024-01-31 --json",
+    parser = add_command(
+        commands, "verify", verify, help="check the derived tables against the raw heartbeats"
     )
     add_days(parser, required=False)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(func=verify)
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute, in read-only transactions, the derived rows of the user-days in the range
+    (default: all) and the totals of their users, and report every row that differs from what is
+    stored: missing, extra, or other seconds or counts. User-days with work still pending are
+    skipped (they differ until the workers catch up). Writes nothing; `hbw reprocess` over the
+    same range repairs any drift.
+
+    exit codes: 0 no drift, 1 drift found
+
+    examples:
+      hbw verify --yesterday
+      hbw verify --since 2024-01-01 --until 2024-01-31 --json
+    """
     from dataclasses import asdict
 
     from db import runs as db_runs
@@ -85,25 +85,24 @@ def _amount(seconds, count) -> str:
 
 
 def add_prune(commands) -> None:
-    parser = commands.add_parser(
-        "prune",
-        help="delete old raw heartbeats, keeping what they add up to",
-        description=wrap(
-            "Delete the raw heartbeats of every UTC day before DATE, in small batches, and mark those "
-            "days pruned. Their derived day rows are kept, so projects, languages and editors totals "
-            "do not change, and no reprocess or backfill recomputes a pruned day again. Interrupted, "
-            "the same command continues where it stopped."
-        ),
-        epilog="example:\n  hbw prune --before 2024-01-01",
+    parser = add_command(
+        commands, "prune", prune, help="delete old raw heartbeats, keeping what they add up to"
     )
     parser.add_argument(
         "--before", type=date_arg, required=True, metavar="YYYY-MM-DD", help="first day to keep"
     )
     parser.add_argument("--dry-run", action="store_true", help="only say how many days would be pruned")
-    parser.set_defaults(func=prune)
 
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete the raw heartbeats of every UTC day before DATE, in small batches, and mark those
+    days pruned. Their derived day rows are kept, so projects, languages and editors totals do
+    not change, and no reprocess or backfill recomputes a pruned day again. Interrupted, the
+    same command continues where it stopped.
+
+    example:
+      hbw prune --before 2024-01-01
+    """
     from db import retention as db_retention
     from jobs.retention import prune_before
     from worker.database import get_engine

@@ -6,28 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worker.cli.common import add_days, date_arg, day_range, follow, progress_bar, servers_for, wrap
+from worker.cli.common import add_command, add_days, date_arg, day_range, follow, progress_bar, servers_for
 from worker.errors import EXIT_FAILED, EXIT_OK
 from worker.settings import Settings
 
 
 def add_reprocess(commands) -> None:
-    parser = commands.add_parser(
-        "reprocess",
-        help="recompute the derived tables for some days",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Enqueue the recomputation of every derived row fed by the user-days in the "
-            "range (UTC days, inclusive), from the raw heartbeats; pruned days are left alone. Workers "
-            "do the work; --wait waits for it (and the exit code then says whether it got done). Safe "
-            "beside live workers. A run with the same range that is in progress is not doubled (this "
-            "one reports it and exits 0, or waits for it with --wait); one already done is skipped "
-            "unless --force. An interrupted run resumes where it stopped."
-        ),
-        epilog="examples:\n  hbw reprocess --yesterday --wait          # the daily cron job\n"
-        "  hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice\n\n"
-        "exit codes: 0 done, handed over (without --wait) or skipped; 1 timed out or failed",
-    )
+    parser = add_command(commands, "reprocess", reprocess, help="recompute the derived tables for some days")
     add_days(parser, required=True)
     parser.add_argument("--wait", action="store_true", help="wait until the workers have done it")
     parser.add_argument("--force", action="store_true", help="run again a range that was already done")
@@ -38,10 +23,22 @@ def add_reprocess(commands) -> None:
         metavar="SECONDS",
         help="give up waiting after this long (default 3600)",
     )
-    parser.set_defaults(func=reprocess)
 
 
 def reprocess(args: argparse.Namespace, settings: Settings) -> int:
+    """Enqueue the recomputation of every derived row fed by the user-days in the range (UTC
+    days, inclusive), from the raw heartbeats; pruned days are left alone. Workers do the work;
+    --wait waits for it (and the exit code then says whether it got done). Safe beside live
+    workers. A run with the same range that is in progress is not doubled (this one reports it
+    and exits 0, or waits for it with --wait); one already done is skipped unless --force. An
+    interrupted run resumes where it stopped.
+
+    examples:
+      hbw reprocess --yesterday --wait          # the daily cron job
+      hbw reprocess --since 2024-01-01 --until 2024-01-31 --user alice
+
+    exit codes: 0 done, handed over (without --wait) or skipped; 1 timed out or failed
+    """
     from jobs.runs import RunSpec, run_key
 
     since, until = day_range(args, default_since=None)
@@ -50,19 +47,8 @@ def reprocess(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_backfill(commands) -> None:
-    parser = commands.add_parser(
-        "backfill",
-        help="recompute the derived tables over all history (or a range)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Recompute every derived row fed by the user-days with raw heartbeats in the range "
-            "(default: all of them), once, when adopting the system or after changing "
-            "HBW_TIMEOUT_SECONDS. Workers do the work; the backfill hands it over a chunk at a time, "
-            "waiting for them to keep up, so it never holds a long transaction or floods Redis, and "
-            "shows its progress. Interrupted (Ctrl-C, crash), the same command resumes where it "
-            "stopped. Safe beside live workers and beside another run."
-        ),
-        epilog="examples:\n  hbw backfill\n  hbw backfill --since 2024-01-01 --user alice",
+    parser = add_command(
+        commands, "backfill", backfill, help="recompute the derived tables over all history (or a range)"
     )
     parser.add_argument(
         "--since", type=date_arg, metavar="YYYY-MM-DD", help="first UTC day (default: the first)"
@@ -73,10 +59,20 @@ def add_backfill(commands) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)"
     )
-    parser.set_defaults(func=backfill)
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute every derived row fed by the user-days with raw heartbeats in the range
+    (default: all of them), once, when adopting the system or after changing
+    HBW_TIMEOUT_SECONDS. Workers do the work; the backfill hands it over a chunk at a time,
+    waiting for them to keep up, so it never holds a long transaction or floods Redis, and shows
+    its progress. Interrupted (Ctrl-C, crash), the same command resumes where it stopped. Safe
+    beside live workers and beside another run.
+
+    examples:
+      hbw backfill
+      hbw backfill --since 2024-01-01 --user alice
+    """
     from db import runs as db_runs
     from jobs.runs import RunSpec, run_key
     from worker.database import get_engine

@@ -5,26 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from worker.cli.common import positive, servers_for, wrap
+from worker.cli.common import add_command, positive, servers_for
 from worker.errors import EXIT_OK
 from worker.settings import Settings
 
 
 def add_serve(commands) -> None:
-    parser = commands.add_parser(
-        "serve",
-        help="WakaTime-compatible HTTP ingest for editor plugins",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Serve WakaTime's heartbeat API: POST /api/v1/users/current/heartbeats and "
-            "/api/v1/users/current/heartbeats.bulk. Point a plugin at it by setting api_url = "
-            "http://HOST:PORT/api/v1 in ~/.wakatime.cfg, with an api_key from `hbw keys create USER`. "
-            "A request is answered 201 once its heartbeats are queued, 503 when Redis cannot take them "
-            "(clients keep them and retry). GET /healthz and /readyz are for probes."
-        ),
-        epilog="example:\n  hbw keys create alice\n  hbw serve --port 8080\n"
-        "  # ~/.wakatime.cfg: api_url = http://localhost:8080/api/v1",
-    )
+    parser = add_command(commands, "serve", serve, help="WakaTime-compatible HTTP ingest for editor plugins")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)"
     )
@@ -32,10 +19,20 @@ def add_serve(commands) -> None:
         "--port", type=int, default=os.environ.get("PORT", "8080"), help="port (default $PORT or 8080)"
     )
     parser.add_argument("--workers", "-w", type=positive, default=1, help="server processes (default 1)")
-    parser.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve WakaTime's heartbeat API: POST /api/v1/users/current/heartbeats and
+    /api/v1/users/current/heartbeats.bulk. Point a plugin at it by setting api_url =
+    http://HOST:PORT/api/v1 in ~/.wakatime.cfg, with an api_key from `hbw keys create USER`. A
+    request is answered 201 once its heartbeats are queued, 503 when Redis cannot take them
+    (clients keep them and retry). GET /healthz and /readyz are for probes.
+
+    example:
+      hbw keys create alice
+      hbw serve --port 8080
+      # ~/.wakatime.cfg: api_url = http://localhost:8080/api/v1
+    """
     import uvicorn
 
     from worker.http.limits import uvicorn_options

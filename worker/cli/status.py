@@ -7,7 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from worker.cli.common import servers_for, wrap
+from worker.cli.common import add_command, servers_for
 from worker.errors import EXIT_FAILED, EXIT_OK
 from worker.settings import Settings
 
@@ -16,19 +16,8 @@ if TYPE_CHECKING:
 
 
 def add_status(commands) -> None:
-    parser = commands.add_parser(
-        "status",
-        help="queues, lag, workers, throughput and the last daily reprocess",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Show, per queue, the messages ready, delayed (retries and debounced derived jobs), in "
-            "flight and dead-lettered, and the lag (age of the oldest ready message); the workers "
-            "alive (and those broken or stuck, with the reason); Redis's memory; messages and heartbeats "
-            "processed in the last minute; pending recomputations; and the last daily reprocess."
-        ),
-        epilog="exit codes: 0 ok, 1 some queue lags more than --max-lag seconds, Redis refuses writes (out\n"
-        "of memory) or a worker is broken or stuck (for health checks)\n\n"
-        "examples:\n  hbw status\n  hbw status --json\n  hbw status --watch 2",
+    parser = add_command(
+        commands, "status", status, help="queues, lag, workers, throughput and the last daily reprocess"
     )
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument(
@@ -45,10 +34,22 @@ def add_status(commands) -> None:
         metavar="SECONDS",
         help="unhealthy above this lag (default HBW_MAX_LAG_SECONDS)",
     )
-    parser.set_defaults(func=status)
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
+    """Show, per queue, the messages ready, delayed (retries and debounced derived jobs), in
+    flight and dead-lettered, and the lag (age of the oldest ready message); the workers alive
+    (and those broken or stuck, with the reason); Redis's memory; messages and heartbeats
+    processed in the last minute; pending recomputations; and the last daily reprocess.
+
+    exit codes: 0 ok, 1 some queue lags more than --max-lag seconds, Redis refuses writes (out
+    of memory) or a worker is broken or stuck (for health checks)
+
+    examples:
+      hbw status
+      hbw status --json
+      hbw status --watch 2
+    """
     from rich.console import Console
 
     from worker.database import get_engine
@@ -127,24 +128,22 @@ def render_status(status: Status, max_lag: float, console) -> None:
 
 
 def add_health(commands) -> None:
-    parser = commands.add_parser(
-        "health",
-        help="exit 0 when PostgreSQL, the schema, Redis (and workers) are ready",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Check that PostgreSQL answers and has the current schema, that Redis answers and takes "
-            "writes (not out of memory), and with --workers N that at least N workers are alive and "
-            "healthy (no dead threads, not stuck). For process managers and Kubernetes probes: "
-            "prints one line per check, exits 0 when all pass, 1 otherwise."
-        ),
-        epilog="examples:\n  hbw health                 # readiness: dependencies are up\n"
-        "  hbw health --workers 1     # liveness of a deployment: someone is consuming",
+    parser = add_command(
+        commands, "health", health, help="exit 0 when PostgreSQL, the schema, Redis (and workers) are ready"
     )
     parser.add_argument("--workers", type=int, default=0, metavar="N", help="require N live workers")
-    parser.set_defaults(func=health)
 
 
 def health(args: argparse.Namespace, settings: Settings) -> int:
+    """Check that PostgreSQL answers and has the current schema, that Redis answers and takes
+    writes (not out of memory), and with --workers N that at least N workers are alive and
+    healthy (no dead threads, not stuck). For process managers and Kubernetes probes: prints one
+    line per check, exits 0 when all pass, 1 otherwise.
+
+    examples:
+      hbw health                 # readiness: dependencies are up
+      hbw health --workers 1     # liveness of a deployment: someone is consuming
+    """
     from worker.runtime.health import check_health
 
     with servers_for(settings) as settings:

@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from worker.cli.common import positive, servers_for, wrap
+from worker.cli.common import add_command, positive, servers_for
 from worker.logs import get_logger
 from worker.runtime.messages import QUEUES
 from worker.settings import Settings
@@ -16,24 +16,15 @@ log = get_logger("hbw.cli")
 
 
 def add_worker(commands) -> None:
-    parser = commands.add_parser(
-        "worker",
-        help="run workers",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them "
-            "gracefully: in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest "
-            "go back to their queue. A worker process that dies is restarted."
-        ),
-        epilog=f"queues: {', '.join(QUEUES)}\n\n"
-        "examples:\n  hbw worker --processes 2 --threads 4\n"
-        "  hbw worker --queues heartbeats          # ingest only\n"
-        "  hbw worker --queues projects languages user_agents recompute\n"
-        "  hbw worker --burst                      # drain everything, then exit 0",
-    )
+    parser = add_command(commands, "worker", worker, help="run workers")
     _add_sizes(parser)
     parser.add_argument(
-        "--queues", "-Q", nargs="+", choices=QUEUES, metavar="QUEUE", help="only these queues"
+        "--queues",
+        "-Q",
+        nargs="+",
+        choices=QUEUES,
+        metavar="QUEUE",
+        help=f"only these of {', '.join(QUEUES)}",
     )
     parser.add_argument(
         "--burst",
@@ -41,7 +32,6 @@ def add_worker(commands) -> None:
         help="exit 0 once every queue (including delayed retries) is empty, nothing is in flight "
         "and no recomputation is pending",
     )
-    parser.set_defaults(func=worker)
 
 
 def _add_sizes(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +40,16 @@ def _add_sizes(parser: argparse.ArgumentParser) -> None:
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run worker processes that consume the queues. SIGTERM or Ctrl-C stops them gracefully:
+    in-flight messages get HBW_SHUTDOWN_TIMEOUT seconds to finish, the rest go back to their
+    queue. A worker process that dies is restarted.
+
+    examples:
+      hbw worker --processes 2 --threads 4
+      hbw worker --queues heartbeats          # ingest only
+      hbw worker --queues projects languages user_agents recompute
+      hbw worker --burst                      # drain everything, then exit 0
+    """
     from worker.runtime.supervisor import run_workers
 
     processes = args.processes or settings.processes
@@ -103,23 +103,20 @@ def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
 
 
 def add_up(commands) -> None:
-    parser = commands.add_parser(
-        "up",
-        help="start the embedded servers and run workers in the foreground",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=wrap(
-            "Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), "
-            "apply the schema and run workers in the foreground. From another terminal, `hbw enqueue "
-            "FILE` finds the same servers. Ctrl-C stops the workers gracefully, then the servers."
-        ),
-        epilog="example:\n  hbw up                      # terminal 1\n"
-        "  hbw enqueue examples/heartbeats.jsonl     # terminal 2",
+    _add_sizes(
+        add_command(commands, "up", up, help="start the embedded servers and run workers in the foreground")
     )
-    _add_sizes(parser)
-    parser.set_defaults(func=up)
 
 
 def up(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the servers (the embedded ones unless DATABASE_URL / REDIS_URL are set), apply the
+    schema and run workers in the foreground. From another terminal, `hbw enqueue FILE` finds
+    the same servers. Ctrl-C stops the workers gracefully, then the servers.
+
+    example:
+      hbw up                                    # terminal 1
+      hbw enqueue examples/heartbeats.jsonl     # terminal 2
+    """
     from db.errors import redact
     from db.schema import apply_schema
     from worker.database import get_engine

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import redis
 
-from worker.runtime import redis_keys
+from worker.runtime.redis_keys import Keys
 
 AUTH_WINDOW_SECONDS = 60
 
@@ -51,11 +51,11 @@ class Budgets:
     def __init__(
         self, client: redis.Redis, namespace: str, *, per_key_per_minute: int, auth_failures_per_minute: int
     ) -> None:
-        self.client, self.namespace = client, namespace
+        self.client, self.namespace, self.keys = client, namespace, Keys(namespace)
         self.per_key, self.failures = per_key_per_minute, auth_failures_per_minute
 
     def _failures_key(self, address: str) -> str:
-        return redis_keys.auth_failures(self.namespace, address)
+        return self.keys.auth_failures(address)
 
     def check_many(self, requests: Sequence[tuple[bytes, str]]) -> list[RateLimited | None]:
         """Count requests of authenticated keys, (key hash, client address) each, in one round trip;
@@ -68,7 +68,7 @@ class Budgets:
         pipe = self.client.pipeline(transaction=False)
         for key_hash, address in requests:
             if self.per_key:
-                name = redis_keys.rate(self.namespace, key_hash, window)
+                name = self.keys.rate(key_hash, window)
                 pipe.incr(name)
                 pipe.expire(name, 120)
             if self.failures:

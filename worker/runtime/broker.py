@@ -20,12 +20,12 @@ from dramatiq.middleware.retries import Retries
 
 from db.errors import describe_error
 from worker.logs import get_logger
-from worker.runtime import redis_keys
 from worker.runtime.actors import declare_actors
 from worker.runtime.consumer import HbwConsumer
 from worker.runtime.doorbell import Doorbell
 from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script
 from worker.runtime.middleware import MessageLog, WorkerHeartbeat
+from worker.runtime.redis_keys import Keys
 from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import Settings
 
@@ -104,7 +104,8 @@ class HbwRedisBroker(RedisBroker):
         score is Redis's clock, and the beat still lands when Redis is out of memory.
         """
         ns = self.namespace
-        keys = [redis_keys.heartbeats(ns), redis_keys.workers(ns), redis_keys.worker_health(ns)]
+        layout = Keys(ns)
+        keys = [layout.heartbeats, layout.workers, layout.worker_health]
         self.scripts["beat"](keys=keys, args=[self.broker_id, orjson.dumps(health or {"ok": True})])
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:

@@ -37,9 +37,9 @@ from dramatiq.errors import ConnectionClosed
 
 from db.errors import describe_error
 from worker.logs import get_logger
-from worker.runtime import redis_keys
 from worker.runtime.deadletters import record_error
 from worker.runtime.messages import HEARTBEATS_QUEUE, MalformedMessage, admit
+from worker.runtime.redis_keys import Keys
 
 log = get_logger("hbw.consumer")
 
@@ -174,7 +174,7 @@ class HbwConsumer(_RedisConsumer):
     def _recover(self) -> None:
         """Hand back what an earlier consumer (or a batch) of this queue, in this process, left behind."""
         _LOST.discard((self.broker.broker_id, self.queue_name))  # (a batch failing from now on sets it again)
-        key = redis_keys.acks(self.broker.namespace, self.broker.broker_id, self.queue_name)
+        key = Keys(self.broker.namespace).acks(self.broker.broker_id, self.queue_name)
         held = {member.decode() for member in self.broker.client.smembers(key)}
         # On a delay queue, whatever this worker holds lived only in the previous consumer.
         lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids

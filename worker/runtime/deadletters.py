@@ -19,14 +19,14 @@ import dramatiq
 from dramatiq.common import q_name
 
 from worker.logs import get_logger
-from worker.runtime import redis_keys
 from worker.runtime.messages import admit
+from worker.runtime.redis_keys import Keys
 
 log = get_logger("hbw.deadletters")
 
 
 def _keys(broker, queue: str) -> tuple[str, str, str]:
-    base = redis_keys.dead_letters(broker.namespace, queue)
+    base = Keys(broker.namespace).dead_letters(queue)
     return base, f"{base}.msgs", f"{base}.errors"
 
 

@@ -33,6 +33,7 @@ import dramatiq
 import orjson
 
 from worker.runtime import redis_keys
+from worker.runtime.redis_keys import Keys
 
 #: The dispatch script's time, from Redis (milliseconds; TIME answers seconds and microseconds).
 _REDIS_CLOCK = b"""local now = redis.call("time")
@@ -181,9 +182,10 @@ def read_workers(broker: dramatiq.Broker, timeout_ms: int) -> Workers:
     ns = broker.namespace
     pipe = broker.client.pipeline(transaction=False)
     pipe.time()
-    pipe.zrange(redis_keys.workers(ns), 0, -1, withscores=True)
-    pipe.zrange(redis_keys.heartbeats(ns), 0, -1)
-    pipe.hgetall(redis_keys.worker_health(ns))
+    keys = Keys(ns)
+    pipe.zrange(keys.workers, 0, -1, withscores=True)
+    pipe.zrange(keys.heartbeats, 0, -1)
+    pipe.hgetall(keys.worker_health)
     (seconds, micros), registered, dramatiq_beats, health = pipe.execute()
     now_ms = seconds * 1000 + micros / 1000
     unrescued = set(dramatiq_beats)

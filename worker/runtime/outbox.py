@@ -32,8 +32,8 @@ from db import stale as db_stale
 from db.queries import Key
 from jobs.heartbeat import chunked
 from worker.logs import get_logger
-from worker.runtime import redis_keys
 from worker.runtime.messages import recompute_message, update_message
+from worker.runtime.redis_keys import Keys
 
 log = get_logger("hbw.outbox")
 
@@ -55,7 +55,7 @@ def wake(
     if not force:
         pipe = broker.client.pipeline(transaction=False)
         for job in jobs:
-            pipe.set(redis_keys.wake(broker.namespace, job), 1, nx=True, px=delay_ms + WAKE_MARGIN_MS)
+            pipe.set(Keys(broker.namespace).wake(job), 1, nx=True, px=delay_ms + WAKE_MARGIN_MS)
         jobs = [job for job, was_set in zip(jobs, pipe.execute(), strict=True) if was_set]
     for job in jobs:
         broker.enqueue(update_message(job, batch_id=batch_id), delay=delay_ms or None)
@@ -64,7 +64,7 @@ def wake(
 
 def woken(broker: dramatiq.Broker, job: str) -> None:
     """An updater starts: deltas stored from now on need a new wake."""
-    broker.client.delete(redis_keys.wake(broker.namespace, job))
+    broker.client.delete(Keys(broker.namespace).wake(job))
 
 
 def send_recomputes(

@@ -30,57 +30,43 @@ BUCKET_SECONDS = 10
 BUCKET_TTL_SECONDS = 3600
 
 
-def ready(ns: str, queue: str) -> str:
-    return f"{ns}:{queue}"
+class Keys:
+    """Every key of one namespace."""
 
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.heartbeats = f"{ns}:__heartbeats__"
+        self.workers = f"{ns}:hbw.workers"
+        self.worker_health = f"{ns}:hbw.worker_health"
+        self.write_probe = f"{ns}:hbw.write_probe"
 
-def messages(ns: str, queue: str) -> str:
-    return f"{ns}:{queue}.msgs"
+    def ready(self, queue: str) -> str:
+        return f"{self.ns}:{queue}"
 
+    def messages(self, queue: str) -> str:
+        return f"{self.ns}:{queue}.msgs"
 
-def delayed_messages(ns: str, queue: str) -> str:
-    return f"{ns}:{dq_name(queue)}.msgs"
+    def delayed_messages(self, queue: str) -> str:
+        return f"{self.ns}:{dq_name(queue)}.msgs"
 
+    def dead_letters(self, queue: str) -> str:
+        """The sorted set of dead letters' ids (their messages: the same + ".msgs")."""
+        return f"{self.ns}:{xq_name(q_name(queue))}"
 
-def dead_letters(ns: str, queue: str) -> str:
-    """The sorted set of dead letters' ids (their messages: dead_letters(...) + ".msgs")."""
-    return f"{ns}:{xq_name(q_name(queue))}"
+    def acks(self, worker_id: str, queue: str) -> str:
+        return f"{self.ns}:__acks__.{worker_id}.{queue}"
 
+    def wake(self, job: str) -> str:
+        return f"{self.ns}:hbw.wake.{job}"
 
-def acks(ns: str, worker_id: str, queue: str) -> str:
-    return f"{ns}:__acks__.{worker_id}.{queue}"
+    def stats(self, name: str, bucket: int) -> str:
+        return f"{self.ns}:hbw.stats:{name}:{bucket}"
 
+    def auth_failures(self, address: str) -> str:
+        return f"{self.ns}:hbw.authfail:{address}"
 
-def heartbeats(ns: str) -> str:
-    return f"{ns}:__heartbeats__"
-
-
-def workers(ns: str) -> str:
-    return f"{ns}:hbw.workers"
-
-
-def worker_health(ns: str) -> str:
-    return f"{ns}:hbw.worker_health"
-
-
-def wake(ns: str, job: str) -> str:
-    return f"{ns}:hbw.wake.{job}"
-
-
-def stats(ns: str, name: str, bucket: int) -> str:
-    return f"{ns}:hbw.stats:{name}:{bucket}"
-
-
-def write_probe(ns: str) -> str:
-    return f"{ns}:hbw.write_probe"
-
-
-def auth_failures(ns: str, address: str) -> str:
-    return f"{ns}:hbw.authfail:{address}"
-
-
-def rate(ns: str, key_hash: bytes, window: int) -> str:
-    return f"{ns}:hbw.rate:{key_hash[:8].hex()}:{window}"
+    def rate(self, key_hash: bytes, window: int) -> str:
+        return f"{self.ns}:hbw.rate:{key_hash[:8].hex()}:{window}"
 
 
 # -- counters the workers keep ----------------------------------------------------------------
@@ -91,7 +77,7 @@ def count(client: redis.Redis, namespace: str, amounts: dict[str, int], now: flo
     bucket = int((now or time.time()) // BUCKET_SECONDS)
     pipe = client.pipeline(transaction=False)
     for name, amount in amounts.items():
-        key = stats(namespace, name, bucket)
+        key = Keys(namespace).stats(name, bucket)
         pipe.incrby(key, amount)
         pipe.expire(key, BUCKET_TTL_SECONDS)
     pipe.execute()
@@ -103,7 +89,7 @@ def last_minute(
     """Each counter summed over the six complete 10-second buckets before now."""
     current = int((now or time.time()) // BUCKET_SECONDS)
     buckets = range(current - 6, current)
-    keys = [stats(namespace, name, b) for name in names for b in buckets]
+    keys = [Keys(namespace).stats(name, b) for name in names for b in buckets]
     values = client.mget(keys) if keys else []
     out = {}
     for i, name in enumerate(names):
@@ -142,16 +128,16 @@ def read_queues(
     broker: dramatiq.Broker, worker_ids: list[str], queues, now: float | None = None
 ) -> list[QueueState]:
     """Each queue's counts and lag, in two round trips (plus one for the counters)."""
-    ns, client = broker.namespace, broker.client
+    ns, keys, client = broker.namespace, Keys(broker.namespace), broker.client
     now = now or time.time()
     pipe = client.pipeline(transaction=False)
     for queue in queues:
-        pipe.llen(ready(ns, queue))
-        pipe.hlen(delayed_messages(ns, queue))
-        pipe.zcard(dead_letters(ns, queue))
-        pipe.lindex(ready(ns, queue), 0)
+        pipe.llen(keys.ready(queue))
+        pipe.hlen(keys.delayed_messages(queue))
+        pipe.zcard(keys.dead_letters(queue))
+        pipe.lindex(keys.ready(queue), 0)
         for worker in worker_ids:
-            pipe.scard(acks(ns, worker, queue))
+            pipe.scard(keys.acks(worker, queue))
     replies = pipe.execute()
     oldest_ids = {}
     states = []
@@ -162,7 +148,7 @@ def read_queues(
         states.append(QueueState(queue, ready_, delayed, sum(acked), dead, 0.0, 0))
     pipe = client.pipeline(transaction=False)
     for queue in queues:
-        pipe.hget(messages(ns, queue), oldest_ids[queue]) if oldest_ids[queue] else pipe.echo("")
+        pipe.hget(keys.messages(queue), oldest_ids[queue]) if oldest_ids[queue] else pipe.echo("")
     for state, raw in zip(states, pipe.execute(), strict=True):
         state.lag_seconds = round(_message_age(raw or None, now * 1000), 3)
     processed = last_minute(client, ns, [f"processed.{q}" for q in queues], now)
@@ -174,16 +160,16 @@ def read_queues(
 def queues_empty(broker: dramatiq.Broker, queues) -> bool:
     """True when these queues hold no message: ready, delayed, prefetched or in flight (Dramatiq
     keeps every message in ``<q>.msgs`` until it is acked)."""
-    pipe = broker.client.pipeline(transaction=False)
+    keys, pipe = Keys(broker.namespace), broker.client.pipeline(transaction=False)
     for queue in queues:
-        pipe.hlen(messages(broker.namespace, queue))
-        pipe.hlen(delayed_messages(broker.namespace, queue))
+        pipe.hlen(keys.messages(queue))
+        pipe.hlen(keys.delayed_messages(queue))
     return not any(pipe.execute())
 
 
 def ready_lengths(broker: dramatiq.Broker, queues) -> list[int]:
     """How many messages wait on each queue (one round trip)."""
-    pipe = broker.client.pipeline(transaction=False)
+    keys, pipe = Keys(broker.namespace), broker.client.pipeline(transaction=False)
     for queue in queues:
-        pipe.llen(ready(broker.namespace, queue))
+        pipe.llen(keys.ready(queue))
     return pipe.execute()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.runtime import redis_keys
+from worker.runtime.redis_keys import Keys
 
 PROBE_TTL_MS = 10_000
 
@@ -82,7 +82,7 @@ def check_writes(client: redis.Redis, namespace: str) -> RedisMemory:
         info = {}
     used, limit, policy = info.get("used_memory"), info.get("maxmemory"), info.get("maxmemory_policy")
     try:
-        client.set(redis_keys.write_probe(namespace), b"1", px=PROBE_TTL_MS)
+        client.set(Keys(namespace).write_probe, b"1", px=PROBE_TTL_MS)
     except redis.ResponseError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return RedisMemory(used, limit, policy, refused=reason, out_of_memory=is_out_of_memory(e))
