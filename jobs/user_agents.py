@@ -4,7 +4,7 @@ A WakaTime user agent is roughly::
 
     wakatime/<cli> (<os>-<release>-<arch>) <runtime> <editor>/<version> <plugin>-wakatime/<version>
 
-but real strings vary a lot (see ``../shared/data/user_agents.txt``): browser extensions have no
+but real strings vary a lot (see ``tests/data/user_agents.txt``): browser extensions have no
 CLI part, AI tools add their own products, names contain spaces, versions are ``unknown``. The
 parser reads what it can and leaves the rest ``None``; it never raises on any string.
 """
@@ -212,7 +212,7 @@ def _cli_version(text: str) -> str | None:
 def parse_user_agent(user_agent: str) -> UserAgentInfo:
     """Parse a user agent; an unparseable string gives a row of None parts, never an error.
 
-    The rules live in ``_parse``, which the tests run on the shared corpus and on fuzzed input
+    The rules live in ``_parse``, which the tests run on that corpus and on fuzzed input
     to show it does not raise; the guard here keeps a parser bug from failing a derived job.
     """
     try:

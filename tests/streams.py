@@ -1,5 +1,5 @@
 """Heartbeat streams for end-to-end tests: the realistic sample of ``worker.cli.sample`` (with the
-user agents of the shared corpus), plus invalid items for each rule of SPEC section 1, shuffled
+user agents of the corpus in tests/data), plus invalid items for each rule of SPEC section 1, shuffled
 into out-of-order delivery. Deterministic per seed."""
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.cli.sample import USER_AGENTS, generate_heartbeats
+from worker.cli.sample import generate_heartbeats
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "user_agents.txt"
+#: Real user agents of WakaTime plugins (from the project's source document, kept here).
+CORPUS = Path(__file__).resolve().parent / "data" / "user_agents.txt"
 
 
 def user_agents() -> list[str]:
-    if CORPUS.exists():
-        lines = [line.strip() for line in CORPUS.read_text(encoding="utf-8").splitlines()]
-        return [line for line in lines if line] or USER_AGENTS
-    return USER_AGENTS
+    lines = [line.strip() for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line]
 
 
 #: One invalid item per rule of SPEC section 1 (plus the input-level ones the CLI sees).

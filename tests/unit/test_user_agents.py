@@ -1,4 +1,4 @@
-"""Version metadata parsing (SPEC section 4): the spec's examples, the shared corpus, fuzzing."""
+"""Version metadata parsing (SPEC section 4): the spec's examples, the corpus in tests/data, fuzzing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.streams import CORPUS
 
 def corpus() -> list[str]:
     if not CORPUS.exists():
-        pytest.fail(f"the shared corpus is missing: {CORPUS}")
+        pytest.fail(f"the corpus is missing: {CORPUS}")
     return [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
