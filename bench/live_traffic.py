@@ -19,8 +19,8 @@ import dramatiq
 from bench.pacing import Call, percentile
 from worker.cli.sample import LANGUAGES, USER_AGENTS
 from worker.producer import enqueue_heartbeats
-from worker.runtime import redis_keys
 from worker.runtime.messages import HEARTBEATS_QUEUE
+from worker.runtime.redis_keys import Keys
 
 PROJECTS = ["web-app", "api", "infra", "docs", "data-pipeline", "mobile", "cli-tools"]
 #: Queued store messages the preload lets pile up before it waits for the workers (bounds Redis).
@@ -73,7 +73,7 @@ def preload(
 ) -> None:
     """Every user's day through the producer API in full messages, a few users per message, at
     the pace the workers take them (a bounded queue); the caller waits for the drain."""
-    queued = redis_keys.messages(broker.namespace, HEARTBEATS_QUEUE)
+    queued = Keys(broker.namespace).messages(HEARTBEATS_QUEUE)
     per_call = max(1, 20_000 // d)
     for first in range(0, len(users.ids), per_call):
         chunk = range(first, min(first + per_call, len(users.ids)))

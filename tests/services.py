@@ -46,7 +46,7 @@ def _redis_reachable(url: str | None) -> bool:
 
 @contextlib.contextmanager
 def server_urls() -> Iterator[ServerUrls]:
-    # ("embedded" asks for the embedded server: README, The embedded default)
+    # ("embedded" asks for the embedded server: docs/embedded.md)
     database, redis_url = (os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL"))
     database, redis_url = (None if url == "embedded" else url for url in (database, redis_url))
     need_database, need_redis = not _postgres_reachable(database), not _redis_reachable(redis_url)

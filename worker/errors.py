@@ -1,4 +1,4 @@
-"""What a command tells its user when it fails: one line and an exit code (README, exit codes).
+"""What a command tells its user when it fails: one line and an exit code (docs/cli.md, Exit codes).
 
 :class:`HbwError` is the root of the failures a user can act on; its message is that one line and
 its ``exit_code`` what the process exits with. :func:`explain` turns the exceptions the libraries
@@ -135,7 +135,7 @@ def _redis(error: redis.RedisError, where: dict[str, str]) -> HbwError:
     if is_out_of_memory(error) or isinstance(error, RedisOutOfMemory):
         return HbwError(
             f"{server} is out of memory (maxmemory reached) and refuses writes: raise maxmemory or free "
-            "space (README, Reliability)"
+            "space (docs/reliability.md)"
         )
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         return Unavailable(f"cannot connect to {server} ({_tail(reason)}): is it running? check REDIS_URL")

@@ -1,5 +1,5 @@
 """The fault-injection suite's own PostgreSQL and Redis (never the shared ones: it crashes them),
-worker processes it can kill, and a tally of every fault it inflicted (README, Reliability).
+worker processes it can kill, and a tally of every fault it inflicted (docs/reliability.md).
 
 Run it alone with `python -m pytest -m faults`; set HBW_FAULT_REPORT=path to keep the tally.
 """
@@ -36,10 +36,10 @@ from worker.runtime.messages import QUEUES
 from worker.runtime.redis_keys import queues_empty
 from worker.settings import Settings
 
-#: Every fault inflicted in this session, for the README's Reliability section.
+#: Every fault inflicted in this session, for docs/reliability.md.
 TALLY: Counter = Counter()
 
-#: Fast failure detection, so the suite takes minutes, not hours (production defaults: README).
+#: Fast failure detection, so the suite takes minutes, not hours (production defaults: docs/configuration.md).
 FAST = {
     "HBW_WORKER_HEARTBEAT_TIMEOUT_MS": "3000",
     "HBW_MAINTENANCE_INTERVAL_MS": "500",

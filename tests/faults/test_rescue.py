@@ -1,4 +1,4 @@
-"""The bound on rescuing a dead worker's messages (README, Reliability): a message a worker held
+"""The bound on rescuing a dead worker's messages (docs/reliability.md): a message a worker held
 when it died is back on its queue within HBW_WORKER_HEARTBEAT_TIMEOUT_MS +
 max(HBW_MAINTENANCE_INTERVAL_MS, 1 s), as long as some worker consumes that queue (maintenance
 rides on that worker's polls, which an idle consumer makes at least once a second)."""

@@ -107,7 +107,7 @@ def test_one_summary_line_per_message_with_its_id(db, settings, broker, log_even
 
 
 def test_a_non_python_producer_can_enqueue_with_plain_redis_commands(db, settings, broker):
-    """Exactly what the README's "Message formats" section tells other languages to do."""
+    """Exactly what docs/producers.md, "Message formats", tells other languages to do."""
     import uuid
 
     message_id = str(uuid.uuid4())

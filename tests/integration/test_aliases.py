@@ -173,3 +173,6 @@ def test_alias_and_project_commands(db, populated, capsys):
     assert cli.main(["project", "list", user_id]) == 0
     out = capsys.readouterr().out
     assert f"{big} (Big)" in out and "[archived]" in out and small in out
+    assert ["PROJECT", "COLOR", "HOURS"] in [line.split() for line in out.splitlines()]
+    assert cli.main(["project", "list", "nobody-at-all"]) == 0
+    assert capsys.readouterr().out.startswith("no projects for 'nobody-at-all'")

@@ -1,6 +1,6 @@
 """Every command, pointed at a database without the schema, a database that does not exist, a
 closed PostgreSQL port, a closed Redis port or a malformed URL, says what is wrong and what to do
-in one line, with the exit code the README documents, never a traceback and never a password."""
+in one line, with the exit code docs/cli.md documents, never a traceback and never a password."""
 
 from __future__ import annotations
 

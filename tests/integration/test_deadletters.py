@@ -18,7 +18,7 @@ NOW = time.time()
 
 
 def push_raw(broker, queue: str, body: bytes | str) -> str:
-    """Enqueue bytes exactly as a producer in another language would (README, Message formats)."""
+    """Enqueue bytes exactly as a producer in another language would (docs/producers.md, Message formats)."""
     redis_id = str(uuid.uuid4())
     pipe = broker.client.pipeline(transaction=True)
     pipe.hset(f"{broker.namespace}:{queue}.msgs", redis_id, body)

@@ -25,7 +25,7 @@ NOW = time.time()
 
 
 def push(broker, queue: str, fields: dict | bytes, redis_id: str | None = None) -> str:
-    """Enqueue as a producer in another language would (README, Message formats)."""
+    """Enqueue as a producer in another language would (docs/producers.md, Message formats)."""
     redis_id = redis_id or str(uuid.uuid4())
     body = fields if isinstance(fields, bytes) else json.dumps(fields)
     pipe = broker.client.pipeline(transaction=True)

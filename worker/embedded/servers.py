@@ -1,5 +1,5 @@
 """Which PostgreSQL and Redis a command uses: the ones DATABASE_URL and REDIS_URL name, or the
-embedded ones (README, The embedded default).
+embedded ones (docs/embedded.md).
 
 Both unset means the embedded default. One set and the other unset is refused: a worker with
 DATABASE_URL but no REDIS_URL would otherwise run on a private Redis no producer ever writes to,

@@ -1,4 +1,4 @@
-"""The message contract: queues, actor names and payloads (documented in the README).
+"""The message contract: queues, actor names and payloads (documented in docs/producers.md).
 
 Producers build messages from here without importing actor code, and actors validate what they
 receive against the same models, because a producer may be written in another language.

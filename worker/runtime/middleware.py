@@ -46,7 +46,7 @@ class MessageLog(Middleware):
             if exception is None:
                 log.info("message.done", duration_ms=duration_ms)
                 return
-            # Ids, counts and reasons only: never the payload (README, Logs).
+            # Ids, counts and reasons only: never the payload (docs/operating.md, Logs).
             failure = {"duration_ms": duration_ms, "error": describe_error(exception),
                        "retries": message.options.get("retries", 0), "queue": message.queue_name}  # fmt: skip
             if not isinstance(exception, PoisonMessage):  # unexpected: where it happened, frames only

@@ -1,4 +1,4 @@
-"""Is Redis taking writes? A Redis at `maxmemory` with `noeviction` (what the README asks for, so no
+"""Is Redis taking writes? A Redis at `maxmemory` with `noeviction` (what docs/reliability.md asks for, so no
 queued message is ever evicted) refuses every command that could grow memory, and Dramatiq's
 script writes on every fetch and ack: workers then cannot take or finish anything, and nothing
 frees memory until an operator raises `maxmemory` or frees space.
@@ -30,7 +30,7 @@ class RedisOutOfMemory(redis.ConnectionError):
     def __init__(self) -> None:
         super().__init__(
             "Redis is out of memory (maxmemory reached) and refuses writes: raise maxmemory or free "
-            "space (README, Reliability)"
+            "space (docs/reliability.md)"
         )
 
 
@@ -62,7 +62,7 @@ class RedisMemory:
             return (
                 f"out of memory (used_memory {_mb(self.used_bytes)} of maxmemory {_mb(self.max_bytes)}, "
                 f"policy {self.policy or '?'}): {effect}; raise maxmemory (CONFIG SET maxmemory ...) or "
-                "free space: README, Reliability"
+                "free space: docs/reliability.md"
             )
         return f"refuses writes ({self.refused}): {effect}"
 

@@ -84,7 +84,7 @@ def check_schema(settings: Settings, stop: threading.Event | None = None) -> Non
 
 
 def redis_warnings(broker: dramatiq.Broker) -> list[str]:
-    """What in Redis's configuration can lose messages (README, Reliability)."""
+    """What in Redis's configuration can lose messages (docs/reliability.md)."""
     try:
         config = {
             **broker.client.config_get("appendonly"),
@@ -97,10 +97,10 @@ def redis_warnings(broker: dramatiq.Broker) -> list[str]:
     warnings = []
     if config.get("appendonly") != "yes" and not config.get("save"):
         warnings.append("Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses "
-                        "every queued message. Set appendonly yes (README, Reliability)")  # fmt: skip
+                        "every queued message. Set appendonly yes (docs/reliability.md)")  # fmt: skip
     elif config.get("appendonly") != "yes":
         warnings.append("Redis persists only by snapshots (save): a crash loses the messages queued since "
-                        "the last one. Set appendonly yes (README, Reliability)")  # fmt: skip
+                        "the last one. Set appendonly yes (docs/reliability.md)")  # fmt: skip
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
         warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: under memory pressure it "
                         "evicts keys, queued messages included. Set maxmemory-policy noeviction")  # fmt: skip
