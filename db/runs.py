@@ -44,9 +44,13 @@ def select_user_days_after(
     limit: int,
 ) -> list[Key]:
     params = {
-        "since": since, "until": until, "user_id": user_id,
-        "cursor_user": cursor[0], "cursor_day": cursor[1], "limit": limit,
-    }  # fmt: skip
+        "since": since,
+        "until": until,
+        "user_id": user_id,
+        "cursor_user": cursor[0],
+        "cursor_day": cursor[1],
+        "limit": limit,
+    }
     return [tuple(r) for r in conn.execute(query("select_user_days_after"), params)]
 
 

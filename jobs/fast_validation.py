@@ -29,8 +29,24 @@ from jobs.heartbeat_fields import (
 
 #: What pydantic's strip_whitespace removes: Rust's str::trim, the Unicode White_Space property.
 #: Python's str.strip() would also remove U+001C..U+001F, which pydantic keeps.
-WHITESPACE = "".join(map(chr, [*range(0x9, 0xE), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
-                               0x2029, 0x202F, 0x205F, 0x3000]))  # fmt: skip
+WHITESPACE = "".join(
+    map(
+        chr,
+        [
+            *range(0x9, 0xE),
+            0x20,
+            0x85,
+            0xA0,
+            0x1680,
+            *range(0x2000, 0x200B),
+            0x2028,
+            0x2029,
+            0x202F,
+            0x205F,
+            0x3000,
+        ],
+    )
+)
 #: A NUL (PostgreSQL text cannot hold one) or a lone surrogate (not UTF-8), both refused by pydantic.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 

@@ -11,11 +11,23 @@ import datetime as dt
 
 CATEGORIES = frozenset(
     {
-        "coding", "building", "indexing", "debugging", "browsing", "running tests", "writing tests",
-        "manual testing", "writing docs", "communicating", "code reviewing", "researching", "learning",
-        "designing", "ai coding",
+        "coding",
+        "building",
+        "indexing",
+        "debugging",
+        "browsing",
+        "running tests",
+        "writing tests",
+        "manual testing",
+        "writing docs",
+        "communicating",
+        "code reviewing",
+        "researching",
+        "learning",
+        "designing",
+        "ai coding",
     }
-)  # fmt: skip
+)
 TYPES = ("file", "domain", "url", "app")
 
 MIN_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()

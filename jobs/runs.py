@@ -136,9 +136,16 @@ def _execute_locked(engine, send, spec, force, wait, deadline, chunk_size, pace,
     fresh = force or previous is None
     with engine.begin() as conn:
         run = db_runs.start_run(
-            conn, fresh=fresh, run_key=spec.key, kind=spec.kind, since=spec.since, until=spec.until,
-            user_id=spec.user_id, host=socket.gethostname(), pid=os.getpid(),
-        )  # fmt: skip
+            conn,
+            fresh=fresh,
+            run_key=spec.key,
+            kind=spec.kind,
+            since=spec.since,
+            until=spec.until,
+            user_id=spec.user_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
     if not fresh:
         log.info("run.resumed", run_key=spec.key, after=str(run.cursor_day), user_days=run.user_days)
     since, until, user_id = run.since, run.until, run.user_id
@@ -183,8 +190,12 @@ def _execute_locked(engine, send, spec, force, wait, deadline, chunk_size, pace,
             if progress:
                 progress(handed - left, total)
             if _past(deadline):
-                return RunOutcome("timeout", f"timed out with {left} user-day(s) of {spec.key} still to do",
-                                  handed, messages)  # fmt: skip
+                return RunOutcome(
+                    "timeout",
+                    f"timed out with {left} user-day(s) of {spec.key} still to do",
+                    handed,
+                    messages,
+                )
             time.sleep(poll)
         if progress:
             progress(total, total)

@@ -31,9 +31,17 @@ _PLUGIN_SUFFIX = re.compile(r"[-_.](?:wakatime|hackatime)$")
 _SEMVER = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z][0-9A-Za-z.-]*))?")
 _NOT_A_VERSION = frozenset({"", "unknown", "unset", "none", "null", "undefined"})
 _BROWSERS = {
-    "chrome": "chrome", "firefox": "firefox", "edg": "edge", "edga": "edge", "edge": "edge",
-    "microsoft edge": "edge", "opr": "opera", "opera": "opera", "safari": "safari", "brave": "brave",
-}  # fmt: skip
+    "chrome": "chrome",
+    "firefox": "firefox",
+    "edg": "edge",
+    "edga": "edge",
+    "edge": "edge",
+    "microsoft edge": "edge",
+    "opr": "opera",
+    "opera": "opera",
+    "safari": "safari",
+    "brave": "brave",
+}
 # Products that describe the browser engine rather than what the user runs.
 _ENGINE_NOISE = frozenset({"mozilla", "applewebkit", "gecko", "khtml", "mobile safari"})
 _OS_WORDS = re.compile(r"^(?:linux|darwin|mac|macos|macintosh|osx|win|windows|x11|android|cros|wsl)", re.I)

@@ -63,9 +63,19 @@ class Unavailable(HbwError):
 
 _PG_LOGIN = re.compile(r'authentication failed|role "[^"]*" does not exist|no pg_hba.conf entry|password')
 _PG_NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
-_PG_DOWN = ("connection refused", "timeout expired", "timed out", "no such file or directory",
-            "is the server running", "starting up", "shutting down", "closed the connection",
-            "no route to host", "network is unreachable", "terminating connection")  # fmt: skip
+_PG_DOWN = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no such file or directory",
+    "is the server running",
+    "starting up",
+    "shutting down",
+    "closed the connection",
+    "no route to host",
+    "network is unreachable",
+    "terminating connection",
+)
 
 
 def first_line(error: BaseException) -> str:

@@ -34,9 +34,17 @@ from worker.embedded.redis import REDIS_PORT, EmbeddedRedis
 from worker.embedded.server import EmbeddedError, EmbeddedServer, default_data_dir
 
 __all__ = [
-    "DATABASE", "PG_PORT", "REDIS_PORT", "EmbeddedError", "EmbeddedPostgres", "EmbeddedRedis",
-    "EmbeddedServer", "Lease", "default_data_dir", "embedded_servers",
-]  # fmt: skip
+    "DATABASE",
+    "PG_PORT",
+    "REDIS_PORT",
+    "EmbeddedError",
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServer",
+    "Lease",
+    "default_data_dir",
+    "embedded_servers",
+]
 
 
 @dataclass

@@ -111,15 +111,15 @@ class EmbeddedPostgres(EmbeddedServer):
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-finished initdb
             # trust until _require_password() below replaces it, before the server ever starts
-            done = self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                             "--encoding=UTF8", "--no-locale")  # fmt: skip
+            options = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"]
+            done = self._run("initdb", "-D", str(self.pgdata), *options)
             if done.returncode != 0:
                 raise EmbeddedError(f"initdb failed in {self.pgdata}:\n{done.stderr.strip()}")
         self._require_password()
         options = f"-p {self.port} -h 127.0.0.1 -k ''"
         done = self._run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"
-        )  # fmt: skip
+        )
         if done.returncode != 0:
             raise EmbeddedError(
                 f"the embedded PostgreSQL did not start (log: {self.log}):\n{tail(self.log) or done.stderr}"
@@ -138,11 +138,16 @@ class EmbeddedPostgres(EmbeddedServer):
         hba = self.pgdata / "pg_hba.conf"
         if hba.exists() and f"# password {fingerprint}\n" in hba.read_text():
             return
+        settings = ["-c", "password_encryption=scram-sha-256", "-c", "log_min_error_statement=panic"]
         done = self._run(
-            "postgres", "--single", "-D", str(self.pgdata), "-c", "password_encryption=scram-sha-256",
-            "-c", "log_min_error_statement=panic", "postgres",
+            "postgres",
+            "--single",
+            "-D",
+            str(self.pgdata),
+            *settings,
+            "postgres",
             stdin=f"ALTER ROLE postgres PASSWORD '{password}'\n",
-        )  # fmt: skip
+        )
         if done.returncode != 0 or "ERROR:" in done.stderr:
             raise EmbeddedError(
                 f"could not set the embedded PostgreSQL's password in {self.pgdata}:\n"

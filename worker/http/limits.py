@@ -64,8 +64,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def error_response(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP response closing the connection, in WakaTime's error shape."""
     body = orjson.dumps({"error": message})
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")  # fmt: skip
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -172,7 +174,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 async def _refuse(message: bytes, scope: Any, receive: Any, send: Any) -> None:
     """An ASGI app answering 431 with `message` and closing the connection."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(message)).encode()),
-               (b"connection", b"close")]  # fmt: skip
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(message)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": 431, "headers": headers})
     await send({"type": "http.response.body", "body": message})

@@ -114,10 +114,21 @@ def store_heartbeats(deps: Deps, *args, **kwargs) -> None:
     rejected = len(own.rejected) + sum(part.received - len(part.accepted) for _, part in parts)
     duplicates = len(accepted) - result.inserted
     # Counts join the message's one summary line (worker.runtime.middleware.MessageLog).
-    structlog.contextvars.bind_contextvars(received=received, inserted=result.inserted, duplicates=duplicates,
-                                           rejected=rejected, batched_messages=len(others))  # fmt: skip
-    record_store(broker, inserted=result.inserted, duplicates=duplicates, rejected=rejected,
-                 messages=len(others), dead_lettered=len(failed))  # fmt: skip
+    structlog.contextvars.bind_contextvars(
+        received=received,
+        inserted=result.inserted,
+        duplicates=duplicates,
+        rejected=rejected,
+        batched_messages=len(others),
+    )
+    record_store(
+        broker,
+        inserted=result.inserted,
+        duplicates=duplicates,
+        rejected=rejected,
+        messages=len(others),
+        dead_lettered=len(failed),
+    )
     if reason := rejections(own):
         # The valid ones are stored; the message goes to the dead-letter queue with the reasons,
         # where retrying it stores nothing twice.
@@ -191,8 +202,13 @@ def recompute_days(deps: Deps, *args, **kwargs) -> None:
     # User-days marked stale again meanwhile: go round again.
     if result.rerun:
         try:
-            send_recomputes(engine, result.rerun, keys_per_message=settings.recompute_keys_per_message,
-                            broker=deps.broker, batch_id=_batch_id())  # fmt: skip
+            send_recomputes(
+                engine,
+                result.rerun,
+                keys_per_message=settings.recompute_keys_per_message,
+                broker=deps.broker,
+                batch_id=_batch_id(),
+            )
         except Exception as e:  # committed: the sweeper sends them later
             log.warning("derived.send_deferred", rows=len(result.rerun), error=describe_error(e))
     structlog.contextvars.bind_contextvars(
@@ -246,6 +262,9 @@ def _bind(fn: Callable[..., None], *front) -> Callable[..., None]:
         fn(*front, *args, **kwargs)
 
     actor.__module__, actor.__name__, actor.__qualname__, actor.__doc__ = (
-        fn.__module__, fn.__name__, fn.__qualname__, fn.__doc__,
-    )  # fmt: skip
+        fn.__module__,
+        fn.__name__,
+        fn.__qualname__,
+        fn.__doc__,
+    )
     return actor

@@ -89,10 +89,21 @@ class HbwRedisBroker(RedisBroker):
             return
         pipe = self.client.pipeline(transaction=False)
         for redis_id in redis_ids:
-            self.scripts["dispatch"](keys=[self.namespace], client=pipe, args=[
-                "ack", 0, queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl, 0,
-                self._max_unpack_size(), redis_id,
-            ])  # fmt: skip
+            self.scripts["dispatch"](
+                keys=[self.namespace],
+                client=pipe,
+                args=[
+                    "ack",
+                    0,
+                    queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    0,
+                    self._max_unpack_size(),
+                    redis_id,
+                ],
+            )
         pipe.execute()
 
     def beat(self, health: dict | None = None) -> None:

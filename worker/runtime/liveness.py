@@ -199,10 +199,14 @@ def read_workers(broker: dramatiq.Broker, timeout_ms: int) -> Workers:
             workers.alive.append(member.decode())
         else:
             pid = record.get("pid")
-            workers.unhealthy.append(UnhealthyWorker(
-                member.decode(), record.get("host"), pid if isinstance(pid, int) else None,
-                str(record.get("reason") or "unhealthy"),
-            ))  # fmt: skip
+            workers.unhealthy.append(
+                UnhealthyWorker(
+                    member.decode(),
+                    record.get("host"),
+                    pid if isinstance(pid, int) else None,
+                    str(record.get("reason") or "unhealthy"),
+                )
+            )
     return workers
 
 

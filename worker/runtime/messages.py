@@ -67,8 +67,15 @@ class MalformedMessage(Exception):
 
 
 #: Dramatiq's message fields and their JSON types.
-_FIELDS = {"queue_name": str, "actor_name": str, "args": list, "kwargs": dict, "options": dict,
-           "message_id": str, "message_timestamp": int}  # fmt: skip
+_FIELDS = {
+    "queue_name": str,
+    "actor_name": str,
+    "args": list,
+    "kwargs": dict,
+    "options": dict,
+    "message_id": str,
+    "message_timestamp": int,
+}
 #: A delayed message further ahead than this is not ours (our delays are retries and debounces).
 MAX_DELAY_MS = 7 * 86_400_000
 
@@ -168,9 +175,12 @@ def _options(batch_id: str | None) -> dict[str, Any]:
 
 def store_message(heartbeats: list[dict[str, Any]], batch_id: str | None = None) -> dramatiq.Message:
     return dramatiq.Message(
-        queue_name=HEARTBEATS_QUEUE, actor_name=STORE_ACTOR, args=(heartbeats,), kwargs={},
+        queue_name=HEARTBEATS_QUEUE,
+        actor_name=STORE_ACTOR,
+        args=(heartbeats,),
+        kwargs={},
         options=_options(batch_id),
-    )  # fmt: skip
+    )
 
 
 def update_message(
@@ -189,6 +199,9 @@ def recompute_message(
     args = ([[user_id, day.isoformat()] for user_id, day in keys],)
     kwargs = {"alone": True} if alone else {}
     return dramatiq.Message(
-        queue_name=RECOMPUTE_QUEUE, actor_name=RECOMPUTE_ACTOR, args=args, kwargs=kwargs,
+        queue_name=RECOMPUTE_QUEUE,
+        actor_name=RECOMPUTE_ACTOR,
+        args=args,
+        kwargs=kwargs,
         options=_options(batch_id),
-    )  # fmt: skip
+    )

@@ -30,8 +30,26 @@ from worker.runtime.redis_memory import check_writes
 
 log = get_logger("hbw.metrics")
 
-_MS_BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000, 30_000, 60_000,
-               600_000, float("inf"))  # fmt: skip
+_MS_BUCKETS = (
+    5,
+    10,
+    25,
+    50,
+    75,
+    100,
+    250,
+    500,
+    750,
+    1_000,
+    2_500,
+    5_000,
+    7_500,
+    10_000,
+    30_000,
+    60_000,
+    600_000,
+    float("inf"),
+)
 _LABELS = ["queue_name", "actor_name"]
 
 MESSAGES = Counter("dramatiq_messages", "The number of messages processed.", _LABELS)
@@ -191,17 +209,19 @@ class QueueCollector:
                 family.add_metric([queue.name], getattr(queue, attribute))
             yield family
         states = GaugeMetricFamily(
-            "hbw_workers", "Worker processes: alive and healthy, unhealthy (dead threads, stuck), dead.",
+            "hbw_workers",
+            "Worker processes: alive and healthy, unhealthy (dead threads, stuck), dead.",
             labels=["state"],
-        )  # fmt: skip
+        )
         states.add_metric(["alive"], len(workers.alive))
         states.add_metric(["unhealthy"], len(workers.unhealthy))
         states.add_metric(["dead"], workers.dead)
         yield states
         yield GaugeMetricFamily(
-            "hbw_redis_writable", "1 when Redis took a probe write (0: out of memory or read-only).",
+            "hbw_redis_writable",
+            "1 when Redis took a probe write (0: out of memory or read-only).",
             value=int(memory.writable),
-        )  # fmt: skip
+        )
         for name, value, help_text in (
             ("hbw_redis_memory_used_bytes", memory.used_bytes, "Redis's used_memory."),
             ("hbw_redis_memory_max_bytes", memory.max_bytes, "Redis's maxmemory (0: no limit)."),

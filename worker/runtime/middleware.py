@@ -47,8 +47,12 @@ class MessageLog(Middleware):
                 log.info("message.done", duration_ms=duration_ms)
                 return
             # Ids, counts and reasons only: never the payload (docs/operating.md, Logs).
-            failure = {"duration_ms": duration_ms, "error": describe_error(exception),
-                       "retries": message.options.get("retries", 0), "queue": message.queue_name}  # fmt: skip
+            failure = {
+                "duration_ms": duration_ms,
+                "error": describe_error(exception),
+                "retries": message.options.get("retries", 0),
+                "queue": message.queue_name,
+            }
             if not isinstance(exception, PoisonMessage):  # unexpected: where it happened, frames only
                 failure["where"] = _where(exception)
             if message.failed:

@@ -134,10 +134,11 @@ class OrphanSweeper(Middleware):
                 else []
             )
         late = [
-            job for job in self.jobs
+            job
+            for job in self.jobs
             if backlog.get(job, (0, None, 0))[0]
             and (everything or (backlog[job][1] or 0) >= self.min_age.total_seconds())
-        ]  # fmt: skip
+        ]
         if late:
             sent += wake(self.broker, late, delay_ms=0, force=everything)
         if keys:

@@ -92,18 +92,26 @@ def redis_warnings(broker: dramatiq.Broker) -> list[str]:
             **broker.client.config_get("maxmemory-policy"),
         }
     except redis.ResponseError:  # CONFIG disabled, as on some managed services
-        return ["cannot read the Redis configuration (CONFIG is disabled): make sure it persists to disk "
-                "(appendonly yes) and never evicts keys (maxmemory-policy noeviction)"]  # fmt: skip
+        return [
+            "cannot read the Redis configuration (CONFIG is disabled): make sure it persists to disk "
+            "(appendonly yes) and never evicts keys (maxmemory-policy noeviction)"
+        ]
     warnings = []
     if config.get("appendonly") != "yes" and not config.get("save"):
-        warnings.append("Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses "
-                        "every queued message. Set appendonly yes (docs/reliability.md)")  # fmt: skip
+        warnings.append(
+            "Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses "
+            "every queued message. Set appendonly yes (docs/reliability.md)"
+        )
     elif config.get("appendonly") != "yes":
-        warnings.append("Redis persists only by snapshots (save): a crash loses the messages queued since "
-                        "the last one. Set appendonly yes (docs/reliability.md)")  # fmt: skip
+        warnings.append(
+            "Redis persists only by snapshots (save): a crash loses the messages queued since "
+            "the last one. Set appendonly yes (docs/reliability.md)"
+        )
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
-        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: under memory pressure it "
-                        "evicts keys, queued messages included. Set maxmemory-policy noeviction")  # fmt: skip
+        warnings.append(
+            f"Redis maxmemory-policy is {config['maxmemory-policy']}: under memory pressure it "
+            "evicts keys, queued messages included. Set maxmemory-policy noeviction"
+        )
     return warnings
 
 
