@@ -45,8 +45,10 @@ def hold_servers(
     """The configured servers, or leases on the embedded ones (to_embed decides); yields the
     settings with their URLs.
 
-    Embedded URLs are exported to the environment, so worker processes and actors (which read
-    get_settings()) use them too; the leases are given back when the block ends, and `kept_by`
+    Embedded URLs are also exported to this process's environment, the configuration of the
+    processes it starts (`hbw serve`'s uvicorn workers, a benchmark's `hbw worker`s) and of its
+    error messages; code in this process gets them from the yielded settings (the actors are
+    handed them by setup_broker). The leases are given back when the block ends, and `kept_by`
     receives the other processes that still hold a server then (so it keeps running).
     """
     embed_database, embed_redis = to_embed(settings, database=database, redis=redis)
