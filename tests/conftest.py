@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dramatiq
 import pytest
 import redis
 import sqlalchemy as sa
@@ -186,9 +187,7 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
 def with_actors(other):
     """A broker standing for another worker process's: with the actors that process's
     setup_broker would declare (a consumer dead-letters messages for actors it does not know)."""
-    from worker.runtime.broker import installed_broker
-
-    for actor in installed_broker().actors.values():
+    for actor in dramatiq.get_broker().actors.values():
         other.declare_actor(actor)
     return other
 

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     #: Heartbeats per message on the ingest queue.
     batch_size: int = Field(default=1000, ge=1, le=50_000)
-    #: Keystroke timeout of SPEC section 3; changing it needs a backfill.
+    #: Keystroke timeout of docs/spec.md section 3; changing it needs a backfill.
     timeout_seconds: float = Field(default=900, gt=0, le=86_400)
     #: Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
     redis_namespace: str = Field(default="hbw", min_length=1)

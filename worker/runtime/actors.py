@@ -23,6 +23,7 @@ settings) and the message's arguments; :func:`declare_actors` declares them on a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -258,13 +259,8 @@ def declare_actors(
 def _bind(fn: Callable[..., None], *front) -> Callable[..., None]:
     """`fn` with its first arguments given, named as it is (Dramatiq logs under its module)."""
 
+    @functools.wraps(fn)
     def actor(*args, **kwargs) -> None:
         fn(*front, *args, **kwargs)
 
-    actor.__module__, actor.__name__, actor.__qualname__, actor.__doc__ = (
-        fn.__module__,
-        fn.__name__,
-        fn.__qualname__,
-        fn.__doc__,
-    )
     return actor

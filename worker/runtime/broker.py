@@ -223,7 +223,3 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
         dramatiq.set_broker(broker)
         _installed = broker
     return _installed
-
-
-def installed_broker() -> dramatiq.Broker | None:
-    return _installed
