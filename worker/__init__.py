@@ -1,2 +1,3 @@
-"""The process layer: settings, logging, the Dramatiq broker and actors, the producer API,
-worker processes and the `hbw` command line. Depends on `jobs` (and `db`), never the reverse."""
+"""The process layer, in wings: `runtime` (the Dramatiq process), `cli` (`hbw`), `http`
+(`hbw serve`) and `embedded` (the servers of the embedded default), over settings, logging, errors
+and the producer API. Depends on `jobs` (and `db`), never the reverse (`lint-imports`)."""
