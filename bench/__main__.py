@@ -13,7 +13,7 @@ import sys
 
 from rich.console import Console
 
-from bench import phases, procs
+from bench import phases, procs, report
 from worker.cli.common import servers_for
 from worker.errors import ConfigError
 from worker.settings import get_settings
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/] {e}")
         return 2
     results["machine"] = procs.machine("%Y-%m-%d")
-    phases.print_table(results, Console())
+    report.print_table(results, Console())
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2, default=str)
     console.print(f"results written to {args.json}")

@@ -27,7 +27,7 @@ import orjson
 import redis
 from rich.console import Console
 
-from bench.phases import recreate_database
+from bench.harness import recreate_database
 from bench.procs import hbw_command
 from db.schema import apply_schema
 from jobs.keys import create_key

@@ -23,7 +23,8 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import data, live_report, phases, procs
+from bench import data, harness, live_report, phases, procs
+from bench.baselines import ceiling_phase
 from bench.live_phase import LiveSizes, fresh_environment, live_phase
 from bench.procs import Workers, hbw_command
 from worker.cli.common import servers_for
@@ -70,8 +71,8 @@ def backlog_phase(n: int, console: Console) -> dict[str, Any]:
         before, producer = meter.read(), time.thread_time()
         e2e = phases.e2e_phase(items, engine, broker, settings.batch_size, console)
         e2e["cpu_us"] = meter.per_heartbeat(before, meter.read(), n, producer=time.thread_time() - producer)
-    distinct, stored = data.distinct_count(items), phases._count(engine, "heartbeats")
-    ceiling = phases.ceiling_phase(engine)
+    distinct, stored = data.distinct_count(items), harness.count(engine, "heartbeats")
+    ceiling = ceiling_phase(engine)
     engine.dispose()
     return {
         "heartbeats": n,

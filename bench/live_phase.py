@@ -3,7 +3,7 @@
 Derived lag is read engine-agnostically: a poller counts the probe users' heartbeats in the three
 totals tables of SPEC (the smallest of the three sums, every ~100 ms, one query on a connection of
 its own, whose backend's CPU is taken out of PostgreSQL's), and bench.pacing.match_lags matches
-the counts to the sends. Drained means no message left and nothing pending (phases.wait_drained).
+the counts to the sends. Drained means no message left and nothing pending (harness.wait_drained).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import dramatiq
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import phases
+from bench import harness
 from bench.live_traffic import Users, preload, produce
 from bench.pacing import due_times, match_lags, percentile, plan_calls
 from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
@@ -96,11 +96,11 @@ class Meter:
 
 def fresh_environment(console: Console):
     """A recreated database and an empty namespace; (settings, env, engine, broker, meter)."""
-    env = phases._bench_environment(get_settings(), DATABASE, NAMESPACE)
+    env = harness.bench_environment(get_settings(), DATABASE, NAMESPACE)
     settings = get_settings()
     engine = get_engine(settings.database_url, pool_size=4)
     broker = setup_broker(settings)
-    phases._purge(broker.client, NAMESPACE)
+    harness.purge(broker.client, NAMESPACE)
     with engine.connect() as conn:
         backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     redis_pid = int(broker.client.info("server")["process_id"])
@@ -185,14 +185,14 @@ def live_phase(sizes: LiveSizes, d: int, args: argparse.Namespace, console: Cons
         with probe_engine.connect() as conn:
             meter.probe = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
         poller.start()
-        with phases._progress(console) as progress:
+        with harness.progress(console) as progress:
             task = progress.add_task(f"D={d}: live", total=sum(len(c.due) for c in calls))
             start = meter.read()
             produced = produce(calls, users, sizes.probes, broker, settings.batch_size,
                                lambda n: progress.advance(task, n))  # fmt: skip
             stopped, stopped_wall = meter.read(), time.time()
             progress.update(task, description=f"D={d}: draining")
-            drained = phases.wait_drained(probe_engine, broker, timeout=args.drain_timeout)
+            drained = harness.wait_drained(probe_engine, broker, timeout=args.drain_timeout)
         drained_at = meter.read()
         time.sleep(3 * POLL_SECONDS)  # a poll issued after the drain
         poller.halt.set()
@@ -270,12 +270,12 @@ def preload_day(
     VACUUM ANALYZE, so the preload's autovacuum does not land in the live minutes."""
     end = time.time() - 1
     spacing = min(period, (end - day_start) / (d + 1))
-    with phases._progress(console) as progress:
+    with harness.progress(console) as progress:
         task = progress.add_task(f"D={d}: preload", total=users.count * d)
         started = time.monotonic()
         preload(users, d, end, spacing, broker, settings.batch_size, lambda n: progress.advance(task, n))
         progress.update(task, description=f"D={d}: preload, draining")
-        phases.wait_drained(engine, broker)
+        harness.wait_drained(engine, broker)
     drained = time.monotonic()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))

@@ -24,7 +24,8 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import data, phases
+from bench import data, harness, phases
+from bench.baselines import ceiling_phase
 from bench.procs import cpu_seconds_by_program, hbw_command
 from worker.cli.common import servers_for
 from worker.database import get_engine
@@ -47,13 +48,13 @@ def drain(queue: str, env: dict[str, str]) -> dict[str, float]:
 
 def run(n: int, console: Console) -> dict[str, Any]:
     settings = get_settings()
-    env = phases._bench_environment(settings)
+    env = harness.bench_environment(settings)
     # Derived messages due at once, and no metrics port: the burst workers run one after another.
     env.update(HBW_RECOMPUTE_DELAY_MS="0", HBW_METRICS_PORT="0", HBW_LOG_LEVEL="ERROR")
     settings = get_settings()
     broker = setup_broker(settings)
     client = redis.Redis.from_url(settings.redis_url)
-    phases._purge(client, phases.NAMESPACE)
+    harness.purge(client, harness.NAMESPACE)
 
     console.print(f"generating and enqueueing {n:,} heartbeats (no workers running) ...")
     phases.enqueue_phase(data.generate(n), broker, client, settings.batch_size)
@@ -64,10 +65,10 @@ def run(n: int, console: Console) -> dict[str, Any]:
         console.print(f"draining {queue} ...")
         stages[queue] = drain(queue, env)
     engine = get_engine(settings.database_url, pool_size=2)
-    left = phases._count(engine, "derived_deltas") + phases._count(engine, "stale_days")
-    stored = phases._count(engine, "heartbeats")
-    ceiling = phases.ceiling_phase(engine)
-    phases._purge(client, phases.NAMESPACE)
+    left = harness.count(engine, "derived_deltas") + harness.count(engine, "stale_days")
+    stored = harness.count(engine, "heartbeats")
+    ceiling = ceiling_phase(engine)
+    harness.purge(client, harness.NAMESPACE)
 
     def us(seconds: float) -> float:
         return round(max(seconds, 0.0) / n * 1e6, 1)

@@ -21,8 +21,8 @@ from jobs.keys import create_key
 from tests import reference, streams
 from tests.conftest import free_port, with_actors
 from tests.integration.test_status import run_cli
-from tests.integration.test_web import basic, post, serve
 from tests.tables import diff, snapshot
+from tests.web_client import basic, post, serve
 from worker.embedded import EmbeddedRedis
 from worker.http.app import create_app
 from worker.producer import EnqueueError, enqueue_heartbeats

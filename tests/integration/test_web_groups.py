@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from jobs.keys import create_key
 from tests.conftest import drain
-from tests.integration.test_web import BULK, basic, serve
+from tests.web_client import BULK, basic, serve
 from worker.http.app import create_app
 
 REQUESTS = 50
