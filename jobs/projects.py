@@ -28,6 +28,14 @@ class ProjectError(Refused):
     """A request about aliases or projects that cannot be honoured; the message says why."""
 
 
+class UnknownProject(ProjectError):
+    """The user has no such project (projects appear with their heartbeats)."""
+
+
+class AliasRefused(ProjectError):
+    """An alias that would point at itself, chain or make a cycle."""
+
+
 @dataclass(frozen=True)
 class AliasChange:
     user_id: str
@@ -60,21 +68,21 @@ def add_alias(conn: sa.Connection, user_id: str, alias: str, project: str) -> Al
     """Count heartbeats of project `alias` towards `project` from now on, and for all history."""
     alias, project = _name(alias, "the alias"), _name(project, "the project")
     if alias == project:
-        raise ProjectError(f"{alias!r} cannot be an alias of itself")
+        raise AliasRefused(f"{alias!r} cannot be an alias of itself")
     _lock_totals(conn, user_id)
     target = db_projects.select_alias_target(conn, user_id, project)
     if target == alias:
-        raise ProjectError(
+        raise AliasRefused(
             f"{project!r} is already an alias of {alias!r}: the other way round would be a cycle"
         )
     if target is not None:
-        raise ProjectError(
+        raise AliasRefused(
             f"{project!r} is itself an alias of {target!r}; aliases do not chain: "
             f"make {alias!r} an alias of {target!r} instead"
         )
     sources = db_projects.select_aliases_of(conn, user_id, alias)
     if sources:
-        raise ProjectError(
+        raise AliasRefused(
             f"{alias!r} has aliases of its own ({', '.join(map(repr, sources))}); aliases do not chain: "
             f"point them at {project!r} first, or remove them"
         )
@@ -121,10 +129,23 @@ def set_project_metadata(conn: sa.Connection, user_id: str, project: str, **fiel
         fields["color"] = fields["color"].lower()
     row = db_projects.update_project_metadata(conn, user_id, _name(project, "the project"), fields)
     if row is None:
-        raise ProjectError(
+        raise UnknownProject(
             f"user {user_id!r} has no project {project!r} (projects appear with their heartbeats)"
         )
     return dict(row._mapping)
+
+
+def set_aliases(conn: sa.Connection, user_id: str, project: str, aliases: list[str]) -> None:
+    """Make exactly `aliases` count towards `project`: the missing ones added, the others removed
+    (each through add_alias / remove_alias, in the caller's transaction)."""
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ProjectError("aliases must be a list of project names")
+    wanted = {_name(alias, "an alias") for alias in aliases}
+    current = set(db_projects.select_aliases_of(conn, user_id, project))
+    for alias in sorted(current - wanted):
+        remove_alias(conn, user_id, alias)
+    for alias in sorted(wanted - current):
+        add_alias(conn, user_id, alias, project)
 
 
 def list_projects(conn: sa.Connection, user_id: str) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""`hbw serve`'s ingest app on a free port, and the calls a client makes of it: shared by the
-tests of the HTTP ingest (tests/integration/test_web*.py, test_redis_full.py)."""
+"""`hbw serve`'s app on a free port, and the calls a client makes of it: shared by the tests of
+the HTTP ingest and reads (tests/integration/test_web*.py, test_reads*.py, test_redis_full.py)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,14 @@ def serve(app, settings: Settings) -> Iterator[str]:
 
 
 def post(url: str, body, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json",
-                                                                        **(headers or {})})  # fmt: skip
+    return call("POST", url, body, headers)
+
+
+def call(method: str, url: str, body=None, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
+    """(status, decoded JSON body, lower-cased headers) of one request; every answer must be JSON."""
+    data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read()), {k.lower(): v for k, v in resp.headers.items()}

@@ -1,4 +1,4 @@
-"""WakaTime-compatible HTTP ingest (`hbw serve`), so editor plugins send heartbeats here directly.
+"""WakaTime-compatible HTTP (`hbw serve`), so editor plugins send heartbeats here directly.
 
 A plugin's ``api_url`` pointed at ``http://HOST:PORT/api/v1`` makes wakatime-cli post to:
 
@@ -20,6 +20,9 @@ Errors are WakaTime's shape, ``{"error": "..."}``: ``401`` bad or missing key (n
 those unchanged, and wakatime-cli does not), ``429`` over the per-key rate limit or after too many
 failed authentications from the client's address (Retry-After; worker.http.ratelimit). Limits on the
 connection itself (header size, read deadlines) are worker.http.limits'.
+
+The same keys read the user's data through WakaTime's read API (worker.http.reads) and the
+projects API (worker.http.projects_api); an unknown route or method is a JSON 404 or 405 too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import redis
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -41,28 +45,14 @@ from db.errors import describe_error
 from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
 from worker.http.groups import IngestGroups, Unavailable
+from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
+from worker.http.reads import Reader, read_routes
+from worker.http.responses import HttpError, json_response, unavailable
 from worker.logs import get_logger
 from worker.settings import Settings
 
 log = get_logger("hbw.http")
-
-RETRY_AFTER_UNAVAILABLE = 10
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def unavailable() -> HttpError:
-    retry = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
-    return HttpError(503, "the queue is unavailable; retry later", retry)
 
 
 def _no_constant(name: str) -> None:
@@ -248,15 +238,24 @@ def create_app(
         log.info("http.client_disconnected", path=request.url.path)
         return Response(status_code=400)
 
+    async def on_unrouted(request: Request, exc: Exception) -> Response:
+        """No such route (404) or method (405): WakaTime's JSON error, never plain text."""
+        assert isinstance(exc, HTTPException)
+        return json_response({"error": exc.detail}, exc.status_code, exc.headers)
+
+    reader = Reader(engine, authenticator, budgets)
     routes = [
         Route("/api/v1/users/current/heartbeats", heartbeat, methods=["POST"]),
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),
+        *read_routes(reader),
+        *projects_routes(reader),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
     errors = (HttpError, Unauthorized, RateLimited, redis.RedisError, sa.exc.DBAPIError)
     handlers = {error: on_http_error for error in errors}
-    return Starlette(routes=routes, exception_handlers={**handlers, ClientDisconnect: on_disconnect})
+    handlers |= {ClientDisconnect: on_disconnect, HTTPException: on_unrouted}
+    return Starlette(routes=routes, exception_handlers=handlers)
 
 
 def app_from_env() -> Starlette:

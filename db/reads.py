@@ -1,0 +1,60 @@
+"""What `hbw serve` reads for users' tools (db/sql/reads.sql): derived tables, one statement each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from db.queries import query
+
+
+def _rows(result: sa.CursorResult) -> list[dict[str, Any]]:
+    names = list(result.keys())
+    return [dict(zip(names, row, strict=True)) for row in result]
+
+
+def select_projects_page(
+    conn: sa.Connection,
+    user_id: str,
+    *,
+    search: str | None,
+    language: str | None,
+    include_archived: bool,
+    sort: str,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of a user's projects, and how many match in all."""
+    params = {"user_id": user_id, "search": search, "language": language, "sort": sort}
+    params |= {"include_archived": include_archived, "limit": limit, "offset": offset}
+    rows = _rows(conn.execute(query("select_projects_page"), params))
+    if not rows and offset:  # past the last page: count them anyway
+        rows_ = _rows(conn.execute(query("select_projects_page"), {**params, "limit": 1, "offset": 0}))
+        return [], rows_[0]["matching"] if rows_ else 0
+    matching = rows[0]["matching"] if rows else 0
+    for row in rows:
+        del row["matching"]
+    return rows, matching
+
+
+def select_project(conn: sa.Connection, user_id: str, name: str) -> dict[str, Any] | None:
+    """The project `name` names, directly or as an alias of it."""
+    rows = _rows(conn.execute(query("select_project"), {"user_id": user_id, "name": name}))
+    return rows[0] if rows else None
+
+
+def select_project_languages(conn: sa.Connection, user_id: str, project: str) -> list[dict[str, Any]]:
+    return _rows(conn.execute(query("select_project_languages"), {"user_id": user_id, "project": project}))
+
+
+def select_languages(conn: sa.Connection, user_id: str) -> list[dict[str, Any]]:
+    return _rows(conn.execute(query("select_languages"), {"user_id": user_id}))
+
+
+def select_user_agents(conn: sa.Connection, user_id: str) -> list[dict[str, Any]]:
+    return _rows(conn.execute(query("select_user_agents"), {"user_id": user_id}))
+
+
+def select_user_summary(conn: sa.Connection, user_id: str) -> dict[str, Any]:
+    return _rows(conn.execute(query("select_user_summary"), {"user_id": user_id}))[0]

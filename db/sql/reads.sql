@@ -1,0 +1,72 @@
+-- What `hbw serve` reads for users' tools (worker.http.reads, worker.http.projects_api): the
+-- derived tables only, one statement per answer.
+
+-- name: select_projects_page
+-- A page of a user's projects: archived ones only when asked, `search` a case-insensitive part of
+-- the name or display name, `language` one of the project's languages; each with its aliases, and
+-- the number of projects that match (`matching`, the same on every row).
+WITH matching AS (
+    SELECT p.*
+    FROM projects p
+    WHERE p.user_id = :user_id
+      AND (:include_archived OR NOT p.is_archived)
+      AND (CAST(:search AS text) IS NULL
+           OR strpos(lower(p.name), lower(:search)) > 0
+           OR strpos(lower(coalesce(p.display_name, '')), lower(:search)) > 0)
+      AND (CAST(:language AS text) IS NULL
+           OR EXISTS (SELECT 1 FROM project_languages l
+                      WHERE l.user_id = p.user_id AND l.project = p.name AND lower(l.language) = lower(:language)))
+)
+SELECT m.name, m.display_name, m.color, m.description, m.is_archived, m.total_seconds, m.heartbeat_count,
+       m.first_heartbeat_at, m.last_heartbeat_at, m.created_at, m.updated_at,
+       ARRAY(SELECT a.alias FROM project_aliases a WHERE a.user_id = m.user_id AND a.project = m.name
+             ORDER BY a.alias) AS aliases,
+       count(*) OVER () AS matching
+FROM matching m
+ORDER BY CASE WHEN :sort = 'name' THEN m.name END,
+         CASE WHEN :sort = 'last_heartbeat_at' THEN m.last_heartbeat_at END DESC,
+         CASE WHEN :sort = 'first_heartbeat_at' THEN m.first_heartbeat_at END,
+         m.total_seconds DESC, m.name
+LIMIT :limit OFFSET :offset
+
+-- name: select_project
+-- One project by its name or by an alias of it, with its aliases.
+SELECT p.name, p.display_name, p.color, p.description, p.is_archived, p.total_seconds, p.heartbeat_count,
+       p.first_heartbeat_at, p.last_heartbeat_at, p.created_at, p.updated_at,
+       ARRAY(SELECT a.alias FROM project_aliases a WHERE a.user_id = p.user_id AND a.project = p.name
+             ORDER BY a.alias) AS aliases
+FROM projects p
+WHERE p.user_id = :user_id
+  AND p.name = coalesce((SELECT project FROM project_aliases WHERE user_id = :user_id AND alias = :name), :name)
+
+-- name: select_project_languages
+SELECT language AS name, total_seconds, heartbeat_count, first_seen_at, last_seen_at
+FROM project_languages
+WHERE user_id = :user_id AND project = :project
+ORDER BY total_seconds DESC, language
+
+-- name: select_languages
+-- A user's languages over every project: time, heartbeats, and in how many projects.
+SELECT language AS name, sum(total_seconds) AS total_seconds, sum(heartbeat_count)::bigint AS heartbeat_count,
+       count(*) AS project_count, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+FROM project_languages
+WHERE user_id = :user_id
+GROUP BY language
+ORDER BY sum(total_seconds) DESC, language
+
+-- name: select_user_agents
+SELECT user_agent, editor, editor_version, plugin, os, is_browser_extension, first_seen_at, last_seen_at,
+       total_seconds
+FROM user_agents
+WHERE user_id = :user_id
+ORDER BY last_seen_at DESC, user_agent
+
+-- name: select_user_summary
+-- What /users/current says of a user: since when (derived rows keep pruned history), and the last
+-- heartbeat with its project and user agent (the raw store's unique key, read backwards).
+SELECT least((SELECT min(first_heartbeat_at) FROM projects WHERE user_id = :user_id),
+             (SELECT min(first_seen_at) FROM user_agents WHERE user_id = :user_id)) AS created_at,
+       last.time AS last_heartbeat_at, last.project AS last_project, last.user_agent AS last_user_agent
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (SELECT time, project, user_agent FROM heartbeats WHERE user_id = :user_id
+                   ORDER BY time DESC LIMIT 1) last ON true

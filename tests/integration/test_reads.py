@@ -1,0 +1,174 @@
+"""WakaTime's read API and the projects API over real HTTP, on a database populated through the
+workers, every number compared with tests/reference.py computed from the raw stream."""
+
+from __future__ import annotations
+
+import collections
+import math
+import urllib.parse
+
+import pytest
+
+from jobs.keys import create_key
+from tests import reference, streams
+from tests.conftest import drain
+from tests.web_client import basic, call
+from worker.producer import enqueue_heartbeats
+
+
+@pytest.fixture
+def populated(db, settings, broker):
+    """A stream stored by the workers; the user with the most projects, a key of theirs, and the
+    reference computed from the raw stream."""
+    stream = streams.generate(seed=23, users=5, days=3, invalid_share=0.0)
+    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
+    drain(settings)
+    expected = reference.compute(stream.valid)
+    per_user = collections.Counter(user_id for user_id, _ in expected.projects)
+    user_id = max(sorted(per_user), key=per_user.__getitem__)
+    assert per_user[user_id] >= 3
+    with db.begin() as conn:
+        key = create_key(conn, user_id)
+    return stream, expected, user_id, basic(key)
+
+
+def get(web: str, path: str, auth: dict, **params) -> tuple[int, dict]:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    status, body, _ = call("GET", f"{web}{path}{query}", headers=auth)
+    return status, body
+
+
+def test_every_page_of_projects_is_the_reference_in_order(web, populated):
+    _, expected, user_id, auth = populated
+    mine = {name: totals for (user, name), totals in expected.projects.items() if user == user_id}
+    want = sorted(mine, key=lambda name: (-mine[name].seconds_us, name))
+    seen = []
+    for page in range(1, 10):
+        status, body = get(web, "/api/v2/projects", auth, page=page, limit=2)
+        assert status == 200
+        assert (body["total"], body["total_pages"]) == (len(mine), math.ceil(len(mine) / 2))
+        seen += body["data"]
+        if page >= body["total_pages"]:
+            break
+    assert [p["name"] for p in seen] == want
+    for project in seen:
+        assert project["total_seconds"] == pytest.approx(mine[project["name"]].seconds, abs=1e-6)
+        assert project["heartbeat_count"] == mine[project["name"]].count
+    status, body = get(web, "/api/v2/projects", auth, page=99, limit=2)
+    assert (status, body["data"], body["total"]) == (200, [], len(mine))
+
+
+def test_search_language_and_one_project_match_the_reference(web, populated):
+    _, expected, user_id, auth = populated
+    languages = {(project, language): totals for (user, project, language), totals in expected.languages.items()
+                 if user == user_id}  # fmt: skip
+    some_project, some_language = min(languages)
+    status, body = get(web, "/api/v2/projects", auth, language=some_language.upper(), limit=100)
+    assert status == 200
+    assert sorted(p["name"] for p in body["data"]) == sorted(
+        {p for p, lang in languages if lang == some_language}
+    )
+    part = some_project[1:4].upper()
+    status, body = get(web, "/api/v2/projects", auth, search=part, sort="name", limit=100)
+    names = [p["name"] for p in body["data"]]
+    assert names == sorted({p for p, _ in languages if part.lower() in p.lower()})
+
+    status, body = get(web, f"/api/v2/projects/{urllib.parse.quote(some_project, safe='')}", auth)
+    assert status == 200 and body["data"]["name"] == some_project
+    got = {lang["name"]: lang["total_seconds"] for lang in body["data"]["languages"]}
+    want = {lang: totals.seconds for (p, lang), totals in languages.items() if p == some_project}
+    assert got == pytest.approx(want, abs=1e-6)
+
+    status, body = get(web, "/api/v2/languages", auth)
+    per_language = collections.defaultdict(lambda: [0.0, 0])
+    for (_, lang), totals in languages.items():
+        per_language[lang][0] += totals.seconds
+        per_language[lang][1] += 1
+    assert {row["name"]: row["project_count"] for row in body["data"]} == {
+        lang: count for lang, (_, count) in per_language.items()
+    }
+    got = {row["name"]: row["total_seconds"] for row in body["data"]}
+    assert got == pytest.approx({lang: seconds for lang, (seconds, _) in per_language.items()}, abs=1e-6)
+
+
+def test_patch_sets_metadata_and_aliases_in_one_go(web, populated):
+    stream, _, user_id, auth = populated
+    status, body = get(web, "/api/v2/projects", auth, limit=100)
+    big, small, *_ = [p["name"] for p in body["data"]]
+    url = f"{web}/api/v2/projects/{urllib.parse.quote(big, safe='')}"
+    change = {"display_name": "Big", "color": "#ABCDEF", "is_archived": True, "aliases": [small]}
+    status, answer, _ = call("PATCH", url, change, auth)
+    assert status == 200, answer
+    data = answer["data"]
+    assert (data["display_name"], data["color"], data["is_archived"], data["aliases"]) == (
+        "Big",
+        "#abcdef",
+        True,
+        [small],
+    )
+    expected = reference.compute(stream.valid, aliases={(user_id, small): big})
+    assert data["total_seconds"] == pytest.approx(expected.projects[(user_id, big)].seconds, abs=1e-6)
+    status, body = get(web, "/api/v2/projects", auth, limit=100)
+    assert big not in [p["name"] for p in body["data"]]  # archived
+    assert small not in [p["name"] for p in body["data"]]  # an alias now
+    status, body = get(web, "/api/v2/projects", auth, limit=100, include_archived="true")
+    assert big in [p["name"] for p in body["data"]]
+    status, body = get(web, f"/api/v2/projects/{urllib.parse.quote(small, safe='')}", auth)
+    assert (status, body["data"]["name"]) == (200, big)  # an alias names its project
+
+    refused = [
+        ({"aliases": [big]}, 409, "itself"),
+        ({"color": "blue"}, 400, "color"),
+        ({"owner": "x"}, 400, "unknown field"),
+    ]
+    for body_, status_, words in refused:
+        status, answer, _ = call("PATCH", url, body_, auth)
+        assert (status, words in answer["error"]) == (status_, True), answer
+    status, answer, _ = call("PATCH", f"{web}/api/v2/projects/no-such-project", {"color": "#000000"}, auth)
+    assert status == 404 and "no project" in answer["error"]
+    status, answer, _ = call("PATCH", url, {"aliases": []}, auth)
+    assert (status, answer["data"]["aliases"]) == (200, [])
+    back = reference.compute(stream.valid)
+    assert answer["data"]["total_seconds"] == pytest.approx(back.projects[(user_id, big)].seconds, abs=1e-6)
+
+
+def test_wakatime_v1_reads_and_their_compat_mirror(web, populated):
+    stream, expected, user_id, auth = populated
+    for prefix in ("/api/v1", "/api/compat/wakatime/v1"):
+        status, body = get(web, f"{prefix}/users/current", auth)
+        assert status == 200 and body["data"]["id"] == user_id and body["data"]["timezone"] == "UTC"
+        last = max((item for item in stream.valid if item["user_id"] == user_id), key=lambda i: i["time"])
+        assert body["data"]["last_project"] == last.get("project")
+
+        status, body = get(web, f"{prefix}/users/{user_id}/projects", auth, q="")
+        mine = sorted(name for user, name in expected.projects if user == user_id)
+        assert status == 200 and [p["name"] for p in body["data"]] == mine
+        assert all(p["urlencoded_name"] == urllib.parse.quote(p["name"], safe="") for p in body["data"])
+
+        status, body = get(web, f"{prefix}/users/current/user_agents", auth)
+        agents = {agent for user, agent in expected.user_agents if user == user_id}
+        assert status == 200 and {a["value"] for a in body["data"]} == agents
+
+        assert get(web, f"{prefix}/users/current/goals", auth) == (
+            200,
+            {"data": [], "total": 0, "total_pages": 0},
+        )
+        status, body, _ = call("POST", f"{web}{prefix}/users/current/file_experts", {"entity": "x"}, auth)
+        assert (status, body) == (200, {"data": []})
+        status, body, _ = call("POST", f"{web}{prefix}/users/current/plugins/errors", {"error": "x"}, auth)
+        assert status == 201
+
+
+def test_errors_are_json_and_nobody_reads_another_user(web, populated):
+    _, _, _, auth = populated
+    status, body = get(web, "/api/v1/users/someone-else/projects", auth)
+    assert status == 403 and "own user" in body["error"]
+    status, body = get(web, "/api/v1/users/current/projects", {})
+    assert status == 401 and "error" in body
+    status, body = get(web, "/api/v1/no/such/route", auth)
+    assert (status, body) == (404, {"error": "Not Found"})
+    status, body, _ = call("DELETE", f"{web}/api/v2/projects", headers=auth)
+    assert (status, body) == (405, {"error": "Method Not Allowed"})
+    for params, words in (({"limit": 0}, "limit"), ({"sort": "color"}, "sort"), ({"page": "x"}, "page")):
+        status, body = get(web, "/api/v2/projects", auth, **params)
+        assert status == 400 and words in body["error"]

@@ -1,0 +1,203 @@
+"""WakaTime's read API on `hbw serve`, for the tools users already have (wakatime-cli, editor
+plugins, API clients), from the derived tables (docs/wakatime-read-api.md has the shapes).
+
+Every route exists under ``/api/v1/users/{user}/...`` and, as Wakapi offers it, under
+``/api/compat/wakatime/v1/users/{user}/...``. ``{user}`` is ``current`` or the key's own user;
+any other user is 403 (nobody reads another user's data). Keys, the per-key rate limit and the
+failed-login limit are the ingest's; answers are JSON, errors ``{"error": "..."}``.
+
+Served now: ``/users/current``, ``projects`` (``?q=``), ``user_agents``, and quiet answers for what
+is not modelled, so plugins stay quiet: ``goals`` (none), ``file_experts`` (none), ``plugins/errors``
+(logged, 201). Durations, summaries and stats follow with per-user time zones (issue #18).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from db import reads as db_reads
+from jobs.user_agents import parse_user_agent
+from worker.http.auth import Authenticator
+from worker.http.ratelimit import Budgets
+from worker.http.responses import HttpError, json_response
+from worker.logs import get_logger
+
+log = get_logger("hbw.http")
+
+PREFIXES = ("/api/v1", "/api/compat/wakatime/v1")
+
+
+class Reader:
+    """What every read does first: the key's user (``{user}`` must be them), its rate budget; then
+    the query, in a read-only transaction on a worker thread."""
+
+    def __init__(self, engine: sa.Engine, authenticator: Authenticator, budgets: Budgets) -> None:
+        self.engine, self.authenticator, self.budgets = engine, authenticator, budgets
+
+    async def user(self, request: Request) -> str:
+        user_id, key_hash, address = await self.authenticator.authenticate(request)
+        [refused] = await run_in_threadpool(self.budgets.check_many, [(key_hash, address)])
+        if refused is not None:
+            raise refused
+        named = request.path_params.get("user", "current")
+        if named not in ("current", user_id):
+            raise HttpError(403, "an API key reads its own user's data only (use users/current)")
+        return user_id
+
+    async def read(self, work: Callable[[sa.Connection], Any]) -> Any:
+        def run() -> Any:
+            with self.engine.connect() as conn, conn.begin():
+                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                return work(conn)
+
+        return await run_in_threadpool(run)
+
+    async def write(self, work: Callable[[sa.Connection], Any]) -> Any:
+        def run() -> Any:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return await run_in_threadpool(run)
+
+
+def iso(at: dt.datetime | None) -> str | None:
+    """WakaTime's timestamps: ISO 8601 in UTC with a Z."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
+
+
+def ago(at: dt.datetime | None, now: dt.datetime) -> str | None:
+    """How WakaTime's human_readable_*_at fields read: "3 hours ago"."""
+    if at is None:
+        return None
+    seconds = max(0, int((now - at).total_seconds()))
+    for unit, size in (
+        ("year", 31_536_000),
+        ("month", 2_592_000),
+        ("day", 86_400),
+        ("hour", 3_600),
+        ("minute", 60),
+    ):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
+def read_routes(reader: Reader) -> list[Route]:
+    async def current_user(request: Request) -> Response:
+        user_id = await reader.user(request)
+        summary = await reader.read(lambda conn: db_reads.select_user_summary(conn, user_id))
+        agent = parse_user_agent(summary["last_user_agent"]) if summary["last_user_agent"] else None
+        data = {
+            "id": user_id,
+            "username": user_id,
+            "display_name": user_id,
+            "full_name": user_id,
+            "email": None,
+            "photo": None,
+            "is_email_public": False,
+            "is_email_confirmed": False,
+            "timezone": "UTC",
+            "last_heartbeat_at": iso(summary["last_heartbeat_at"]),
+            "last_project": summary["last_project"],
+            "last_plugin": summary["last_user_agent"],
+            "last_plugin_name": agent.editor if agent else None,
+            "has_premium_features": False,
+            "plan": "free",
+            "created_at": iso(summary["created_at"]),
+            "modified_at": None,
+        }
+        return json_response({"data": data}, 200)
+
+    async def projects(request: Request) -> Response:
+        user_id = await reader.user(request)
+        q = request.query_params.get("q") or None
+        rows, _ = await reader.read(
+            lambda conn: db_reads.select_projects_page(
+                conn,
+                user_id,
+                search=q,
+                language=None,
+                include_archived=True,
+                sort="name",
+                limit=10_000,
+                offset=0,
+            )
+        )
+        now = dt.datetime.now(dt.UTC)
+        data = [
+            {
+                "id": row["name"],
+                "name": row["name"],
+                "color": row["color"],
+                "repository": None,
+                "badge": None,
+                "clients": [],
+                "has_public_url": False,
+                "url": None,
+                "urlencoded_name": quote(row["name"], safe=""),
+                "last_heartbeat_at": iso(row["last_heartbeat_at"]),
+                "human_readable_last_heartbeat_at": ago(row["last_heartbeat_at"], now),
+                "first_heartbeat_at": iso(row["first_heartbeat_at"]),
+                "human_readable_first_heartbeat_at": ago(row["first_heartbeat_at"], now),
+                "created_at": iso(row["created_at"]),
+            }
+            for row in rows
+        ]
+        return json_response({"data": data}, 200)
+
+    async def user_agents(request: Request) -> Response:
+        user_id = await reader.user(request)
+        rows = await reader.read(lambda conn: db_reads.select_user_agents(conn, user_id))
+        data = [
+            {
+                "id": row["user_agent"],
+                "value": row["user_agent"],
+                "editor": row["editor"],
+                "version": row["editor_version"],
+                "os": row["os"],
+                "last_seen_at": iso(row["last_seen_at"]),
+                "is_browser_extension": row["is_browser_extension"],
+                "is_desktop_app": False,
+                "created_at": iso(row["first_seen_at"]),
+            }
+            for row in rows
+        ]
+        return json_response({"data": data, "total_pages": 1}, 200)
+
+    async def goals(request: Request) -> Response:
+        await reader.user(request)
+        return json_response({"data": [], "total": 0, "total_pages": 0}, 200)
+
+    async def file_experts(request: Request) -> Response:
+        await reader.user(request)
+        return json_response({"data": []}, 200)
+
+    async def plugin_errors(request: Request) -> Response:
+        """Plugins report their own errors here; they are logged (never their payload) and dropped."""
+        user_id = await reader.user(request)
+        log.info("http.plugin_error", user_id=user_id, user_agent=request.headers.get("user-agent"))
+        return json_response({"data": {}}, 201)
+
+    endpoints: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
+        ("/users/{user}", current_user, "GET"),
+        ("/users/{user}/projects", projects, "GET"),
+        ("/users/{user}/user_agents", user_agents, "GET"),
+        ("/users/{user}/goals", goals, "GET"),
+        ("/users/{user}/file_experts", file_experts, "POST"),
+        ("/users/{user}/plugins/errors", plugin_errors, "POST"),
+    ]
+    return [
+        Route(prefix + path, handler, methods=[method])
+        for prefix in PREFIXES
+        for path, handler, method in endpoints
+    ]
