@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -51,6 +52,10 @@ class Beat:
     @property
     def when(self) -> dt.datetime:
         return EPOCH + dt.timedelta(microseconds=self.time_us)
+
+    def day(self, zone: str) -> dt.date:
+        """The calendar day of the heartbeat in the user's time zone (docs/spec.md, section 3)."""
+        return self.when.astimezone(ZoneInfo(zone)).date()
 
 
 def identity_hash(user_id, entity, type_, category, time_us, project, branch, language, is_write) -> bytes:
@@ -111,11 +116,15 @@ class Reference:
     languages: dict[tuple[str, str, str], Totals] = field(default_factory=lambda: defaultdict(Totals))
     user_agents: dict[tuple[str, str], Totals] = field(default_factory=lambda: defaultdict(Totals))
     credited_us: dict[bytes, int] = field(default_factory=dict)
+    #: (user, local day, project) -> the project's day row.
+    project_days: dict[tuple[str, dt.date, str], Totals] = field(default_factory=lambda: defaultdict(Totals))
 
 
-def compute(valid_items: list[dict[str, Any]], *, timeout_s: float = 900, aliases=None) -> Reference:
-    """`aliases`: {(user_id, alias): project}."""
-    aliases = aliases or {}
+def compute(
+    valid_items: list[dict[str, Any]], *, timeout_s: float = 900, aliases=None, zones=None
+) -> Reference:
+    """`aliases`: {(user_id, alias): project}; `zones`: {user_id: IANA time zone} (default UTC)."""
+    aliases, zones = aliases or {}, zones or {}
     timeout_us = round(timeout_s * 1_000_000)
     unique: dict[tuple, Beat] = {}
     for item in valid_items:
@@ -128,18 +137,20 @@ def compute(valid_items: list[dict[str, Any]], *, timeout_s: float = 900, aliase
         by_user[beat.user_id].append(beat)
 
     for user_id, beats in by_user.items():
+        zone = zones.get(user_id, "UTC")
         beats.sort(key=lambda b: (b.time_us, b.hash))
+        days = [beat.day(zone) for beat in beats]
         for index, beat in enumerate(beats):
             credited = 0
             if index + 1 < len(beats):
-                nxt = beats[index + 1]
-                gap = nxt.time_us - beat.time_us
-                if nxt.when.date() == beat.when.date() and gap <= timeout_us:
+                gap = beats[index + 1].time_us - beat.time_us
+                if days[index + 1] == days[index] and gap <= timeout_us:
                     credited = gap
             ref.credited_us[beat.hash] = credited
             if beat.project is not None:
                 project = aliases.get((user_id, beat.project), beat.project)
                 ref.projects[(user_id, project)].add(beat, credited)
+                ref.project_days[(user_id, days[index], project)].add(beat, credited)
                 ref.languages[(user_id, project, beat.language or "Other")].add(beat, credited)
             if beat.user_agent is not None:
                 ref.user_agents[(user_id, beat.user_agent)].add(beat, credited)

@@ -23,8 +23,8 @@ WITH marked AS (
     DELETE FROM heartbeats h
     USING marked m
     WHERE h.user_id = m.user_id
-      AND h.time >= (m.day::timestamp AT TIME ZONE 'UTC')
-      AND h.time < ((m.day + 1)::timestamp AT TIME ZONE 'UTC')
+      AND h.time >= hbw_day_start(m.user_id, m.day)
+      AND h.time < hbw_day_start(m.user_id, m.day + 1)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM marked) AS days, (SELECT count(*) FROM deleted) AS heartbeats

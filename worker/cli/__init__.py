@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from worker.cli import demo as demo_command
-from worker.cli import dlq, enqueue, history, keys, projects, runs, schema, serve, status, workers
+from worker.cli import dlq, enqueue, history, keys, projects, runs, schema, serve, status, users, workers
 from worker.errors import EXIT_CONFIG, check_urls, reported, settings_problem
 from worker.logs import configure_logging
 from worker.settings import get_settings
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         history.add_prune,
         projects.add_alias,
         projects.add_project,
+        users.add_user,
         serve.add_serve,
         keys.add_keys,
         demo_command.add_demo,

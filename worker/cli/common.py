@@ -69,15 +69,17 @@ def positive(value: str) -> int:
 def add_days(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """--date, --yesterday or --since [--until], and --user: the user-days a command works on."""
     when = parser.add_mutually_exclusive_group(required=required)
-    when.add_argument("--date", type=date_arg, metavar="YYYY-MM-DD", help="one UTC day")
-    when.add_argument("--yesterday", action="store_true", help="yesterday (UTC)")
-    when.add_argument("--since", type=date_arg, metavar="YYYY-MM-DD", help="first UTC day of a range")
-    parser.add_argument("--until", type=date_arg, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    when.add_argument(
+        "--date", type=date_arg, metavar="YYYY-MM-DD", help="one day (each user's own calendar day)"
+    )
+    when.add_argument("--yesterday", action="store_true", help="yesterday (today's UTC date minus one)")
+    when.add_argument("--since", type=date_arg, metavar="YYYY-MM-DD", help="first day of a range")
+    parser.add_argument("--until", type=date_arg, metavar="YYYY-MM-DD", help="last day (default: today)")
     parser.add_argument("--user", metavar="USER_ID", help="only this user")
 
 
 def day_range(args: argparse.Namespace, *, default_since: dt.date | None) -> tuple[dt.date, dt.date]:
-    """The (first, last) UTC day the arguments of add_days (or --since/--until alone) name."""
+    """The (first, last) day the arguments of add_days (or --since/--until alone) name."""
     today = dt.datetime.now(dt.UTC).date()
     if getattr(args, "yesterday", False):
         return today - dt.timedelta(days=1), today - dt.timedelta(days=1)

@@ -95,10 +95,10 @@ def add_prune(commands) -> None:
 
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete the raw heartbeats of every UTC day before DATE, in small batches, and mark those
-    days pruned. Their derived day rows are kept, so projects, languages and editors totals do
-    not change, and no reprocess or backfill recomputes a pruned day again. Interrupted, the
-    same command continues where it stopped.
+    """Delete the raw heartbeats of every day before DATE (each user's own calendar day), in small
+    batches, and mark those days pruned. Their derived day rows are kept, so projects, languages
+    and editors totals do not change, and no reprocess or backfill recomputes a pruned day
+    again. Interrupted, the same command continues where it stopped.
 
     example:
       hbw prune --before 2024-01-01

@@ -26,12 +26,12 @@ def add_reprocess(commands) -> None:
 
 
 def reprocess(args: argparse.Namespace, settings: Settings) -> int:
-    """Enqueue the recomputation of every derived row fed by the user-days in the range (UTC
-    days, inclusive), from the raw heartbeats; pruned days are left alone. Workers do the work;
-    --wait waits for it (and the exit code then says whether it got done). Safe beside live
-    workers. A run with the same range that is in progress is not doubled (this one reports it
-    and exits 0, or waits for it with --wait); one already done is skipped unless --force. An
-    interrupted run resumes where it stopped.
+    """Enqueue the recomputation of every derived row fed by the user-days in the range (each
+    user's own calendar days, inclusive), from the raw heartbeats; pruned days are left alone.
+    Workers do the work; --wait waits for it (and the exit code then says whether it got done).
+    Safe beside live workers. A run with the same range that is in progress is not doubled (this
+    one reports it and exits 0, or waits for it with --wait); one already done is skipped unless
+    --force. An interrupted run resumes where it stopped.
 
     examples:
       hbw reprocess --yesterday --wait          # the daily cron job
@@ -50,10 +50,8 @@ def add_backfill(commands) -> None:
     parser = add_command(
         commands, "backfill", backfill, help="recompute the derived tables over all history (or a range)"
     )
-    parser.add_argument(
-        "--since", type=date_arg, metavar="YYYY-MM-DD", help="first UTC day (default: the first)"
-    )
-    parser.add_argument("--until", type=date_arg, metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    parser.add_argument("--since", type=date_arg, metavar="YYYY-MM-DD", help="first day (default: the first)")
+    parser.add_argument("--until", type=date_arg, metavar="YYYY-MM-DD", help="last day (default: today)")
     parser.add_argument("--user", metavar="USER_ID", help="only this user")
     parser.add_argument("--force", action="store_true", help="start over even if this backfill was done")
     parser.add_argument(
