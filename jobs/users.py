@@ -50,3 +50,11 @@ def set_time_zone(conn: sa.Connection, user_id: str, zone: str) -> list[Key]:
         )
     db_users.upsert_user_zone(conn, user_id, zone)
     return db_users.reday_user(conn, user_id, zone)
+
+
+def adopt_time_zone(conn: sa.Connection, user_id: str, zone: str) -> list[Key]:
+    """The zone a client reports (wakatime-cli's Timezone header), taken only by a user who has
+    none yet; an explicit set_time_zone is never overridden. Returns what set_time_zone returns."""
+    if db_users.select_user_zone(conn, user_id) is not None:
+        return []
+    return set_time_zone(conn, user_id, zone)

@@ -66,6 +66,8 @@ ORDER BY last_seen_at DESC, user_agent
 -- heartbeat with its project and user agent (the raw store's unique key, read backwards).
 SELECT least((SELECT min(first_heartbeat_at) FROM projects WHERE user_id = :user_id),
              (SELECT min(first_seen_at) FROM user_agents WHERE user_id = :user_id)) AS created_at,
+       hbw_user_zone(:user_id) AS timezone,
+       EXISTS (SELECT 1 FROM stale_days WHERE user_id = :user_id) AS recomputing,
        last.time AS last_heartbeat_at, last.project AS last_project, last.user_agent AS last_user_agent
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (SELECT time, project, user_agent FROM heartbeats WHERE user_id = :user_id

@@ -8,6 +8,7 @@ import math
 import urllib.parse
 
 import pytest
+import sqlalchemy as sa
 
 from jobs.keys import create_key
 from tests import reference, streams
@@ -172,3 +173,41 @@ def test_errors_are_json_and_nobody_reads_another_user(web, populated):
     for params, words in (({"limit": 0}, "limit"), ({"sort": "color"}, "sort"), ({"page": "x"}, "page")):
         status, body = get(web, "/api/v2/projects", auth, **params)
         assert status == 400 and words in body["error"]
+
+
+def test_a_time_zone_set_through_the_api_moves_the_history(web, populated, db, settings):
+    stream, _, user_id, auth = populated
+    url = f"{web}/api/v1/users/current"
+    status, body, _ = call("PATCH", url, {"timezone": "Asia/Kolkata"}, auth)
+    assert (status, body["data"]["timezone"], body["data"]["is_up_to_date"]) == (202, "Asia/Kolkata", False)
+    drain(settings)
+    assert get(web, "/api/v1/users/current", auth)[1]["data"]["is_up_to_date"] is True
+    expected = reference.compute(stream.valid, zones={user_id: "Asia/Kolkata"})
+    with db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT day, project, coding_us FROM project_days WHERE user_id = :u"),
+                            {"u": user_id}).all()  # fmt: skip
+    want = {(d, p): t.seconds_us for (u, d, p), t in expected.project_days.items() if u == user_id}
+    assert {(d, p): us for d, p, us in rows} == want
+    assert call("PATCH", url, {"timezone": "Asia/Kolkata"}, auth)[0] == 200  # unchanged
+    status, body, _ = call("PATCH", url, {"timezone": "Nowhere/Land"}, auth)
+    assert status == 400 and "not a time zone" in body["error"]
+    assert call("PATCH", url, {"email": "x@y"}, auth)[0] == 400
+
+
+def test_the_timezone_header_sets_the_zone_of_a_user_without_one(web, db, settings):
+    with db.begin() as conn:
+        auth = basic(create_key(conn, "carol"))
+    late_evening = 1_718_071_200.0  # 2024-06-11 02:00 UTC: still June 10 in New York, not in Kolkata
+    beats = [
+        {"entity": "a.py", "type": "file", "time": late_evening + 60 * i, "project": "p"} for i in range(3)
+    ]
+    headers = {**auth, "Timezone": "America/New_York"}
+    assert call("POST", f"{web}/api/v1/users/current/heartbeats.bulk", beats, headers)[0] == 201
+    later = [{**beats[0], "time": late_evening + 3600}]
+    headers = {**auth, "Timezone": "Asia/Kolkata"}  # the laptop travelled: the user's zone stays
+    assert call("POST", f"{web}/api/v1/users/current/heartbeats.bulk", later, headers)[0] == 201
+    drain(settings)
+    assert get(web, "/api/v1/users/current", auth)[1]["data"]["timezone"] == "America/New_York"
+    with db.connect() as conn:
+        days = conn.execute(sa.text("SELECT day FROM project_days WHERE user_id = 'carol'")).scalars().all()
+    assert [str(day) for day in days] == ["2024-06-10"]

@@ -9,7 +9,8 @@ A plugin's ``api_url`` pointed at ``http://HOST:PORT/api/v1`` makes wakatime-cli
 
 The user is the owner of the API key (HTTP Basic with the key, as wakatime-cli sends it, a Bearer
 token, or ``?api_key=``); a ``user_id`` in the body is ignored. A heartbeat without ``user_agent``
-takes the ``User-Agent`` header, one without ``machine`` the ``X-Machine-Name`` header.
+takes the ``User-Agent`` header, one without ``machine`` the ``X-Machine-Name`` header; a user
+without a time zone takes the ``Timezone`` header's (worker.http.zones).
 
 A request is answered ``201`` only after its heartbeats are on the queue, in one message with those
 of the requests that arrived with it (group commit, worker.http.groups). When Redis cannot take
@@ -49,7 +50,9 @@ from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.http.reads import Reader, read_routes
 from worker.http.responses import HttpError, json_response, unavailable
+from worker.http.zones import ZoneAdopter
 from worker.logs import get_logger
+from worker.runtime.outbox import recompute_sender
 from worker.settings import Settings
 
 log = get_logger("hbw.http")
@@ -107,6 +110,8 @@ def create_app(
     )
 
     authenticator = Authenticator(KeyCache(engine, settings.http_key_cache_seconds), budgets)
+    send = recompute_sender(engine, broker, keys_per_message=settings.recompute_keys_per_message)
+    zones = ZoneAdopter(engine, send)
     groups = IngestGroups(
         broker, budgets, batch_size=settings.batch_size, window_ms=settings.http_group_window_ms
     )
@@ -145,6 +150,7 @@ def create_app(
         `lenient`: the body was decoded by the standard library, so items may hold what the queue's
         JSON cannot carry; those are rejected alone."""
         user_id, key_hash, address = user
+        await zones.adopt(user_id, request.headers.get("timezone"))
         items = with_headers(request, user_id, items)
         reasons = {i: why for i, item in enumerate(items) if (why := unencodable(item))} if lenient else {}
         positions = [i for i in range(len(items)) if i not in reasons]
@@ -243,7 +249,7 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return json_response({"error": exc.detail}, exc.status_code, exc.headers)
 
-    reader = Reader(engine, authenticator, budgets)
+    reader = Reader(engine, authenticator, budgets, send)
     routes = [
         Route("/api/v1/users/current/heartbeats", heartbeat, methods=["POST"]),
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),

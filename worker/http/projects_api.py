@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,7 +25,7 @@ from starlette.routing import Route
 from db import reads as db_reads
 from jobs.projects import AliasRefused, ProjectError, UnknownProject, set_aliases, set_project_metadata
 from worker.http.reads import Reader, iso
-from worker.http.responses import HttpError, json_response
+from worker.http.responses import HttpError, json_object, json_response
 
 SORTS = ("total_seconds", "name", "last_heartbeat_at", "first_heartbeat_at")
 FIELDS = ("display_name", "color", "description", "is_archived")
@@ -130,7 +129,7 @@ def projects_routes(reader: Reader) -> list[Route]:
     async def patch_project(request: Request) -> Response:
         user_id = await reader.user(request)
         name = request.path_params["name"]
-        body = await _json_object(request)
+        body = await json_object(request)
         unknown = sorted(set(body) - {*FIELDS, "aliases"})
         if unknown:
             raise HttpError(400, f"unknown field(s): {', '.join(unknown)}")
@@ -166,16 +165,3 @@ def projects_routes(reader: Reader) -> list[Route]:
         Route("/api/v2/projects/{name:path}", patch_project, methods=["PATCH"]),
         Route("/api/v2/languages", languages, methods=["GET"]),
     ]
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > 64 * 1024:
-        raise HttpError(413, "request body larger than 65536 bytes")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise HttpError(400, "the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise HttpError(400, "expected a JSON object")
-    return value

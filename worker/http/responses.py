@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 RETRY_AFTER_UNAVAILABLE = 10
@@ -24,3 +25,17 @@ def json_response(body: Any, status: int, headers: dict[str, str] | None = None)
 def unavailable() -> HttpError:
     retry = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
     return HttpError(503, "the queue is unavailable; retry later", retry)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """A small JSON object body (a PATCH): 413 past 64 KiB, 400 when it is not one."""
+    body = await request.body()
+    if len(body) > 64 * 1024:
+        raise HttpError(413, "request body larger than 65536 bytes")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HttpError(400, "the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, "expected a JSON object")
+    return value
