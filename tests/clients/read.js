@@ -1,0 +1,21 @@
+// A real API client of WakaTime (npm wakatime-client) reading from `hbw serve`: the answers it
+// decodes, as JSON on stdout. Usage: node read.js BASE_URL API_KEY
+const { WakaTimeClient } = require('wakatime-client');
+
+async function main() {
+  const [baseUrl, key] = process.argv.slice(2);
+  const client = new WakaTimeClient(key, baseUrl);
+  const out = {
+    me: await client.getMe(),
+    projects: await client.getMyProjects(),
+    userAgents: await client.getMyUserAgents(),
+    goals: await client.getMyGoals(),
+  };
+  process.stdout.write(JSON.stringify(out));
+}
+
+main().catch((error) => {
+  const status = error.response ? error.response.status : 'no answer';
+  process.stderr.write(`${status}: ${error.message}\n`);
+  process.exit(1);
+});

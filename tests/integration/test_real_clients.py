@@ -1,0 +1,55 @@
+"""Real clients, not hand-written HTTP: npm's wakatime-client (pinned in tests/clients) reads the
+user, projects, user agents and goals from `hbw serve` as it reads them from WakaTime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jobs.keys import create_key
+from tests import reference, streams
+from tests.conftest import drain
+from worker.producer import enqueue_heartbeats
+
+CLIENTS = Path(__file__).resolve().parents[1] / "clients"
+
+
+@pytest.fixture(scope="session")
+def npm_client(tmp_path_factory) -> Path:
+    """tests/clients installed (from its lock file) in a directory of the session's."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("Node.js and npm are needed for the npm client")
+    directory = tmp_path_factory.mktemp("npm-client")
+    for name in ("package.json", "package-lock.json", "read.js"):
+        shutil.copy(CLIENTS / name, directory / name)
+    done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=directory,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return directory
+
+
+def test_wakatime_client_from_npm_reads_what_the_workers_stored(web, db, settings, broker, npm_client):
+    stream = streams.generate(seed=29, users=3, days=2, invalid_share=0.0)
+    enqueue_heartbeats(stream.items, batch_size=200, broker=broker)
+    drain(settings)
+    expected = reference.compute(stream.valid)
+    user_id = sorted({user for user, _ in expected.projects})[0]
+    with db.begin() as conn:
+        key = create_key(conn, user_id)
+
+    done = subprocess.run(["node", "read.js", f"{web}/api/v1/", key], cwd=npm_client,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    assert answers["me"]["data"]["id"] == user_id
+    assert sorted(p["name"] for p in answers["projects"]["data"]) == sorted(
+        name for user, name in expected.projects if user == user_id
+    )
+    assert {a["value"] for a in answers["userAgents"]["data"]} == {
+        agent for user, agent in expected.user_agents if user == user_id
+    }
+    assert answers["goals"]["data"] == []
