@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 10
+-- schema-version: 11
 
 -- ---------------------------------------------------------------------------------------------
 -- Keys
@@ -74,11 +74,11 @@ CREATE INDEX IF NOT EXISTS user_days_pruned ON user_days (user_id, day) WHERE pr
 -- one transaction, so a redelivered message finds nothing to add twice.
 CREATE TABLE IF NOT EXISTS derived_deltas (
     id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    job              text        NOT NULL CHECK (job IN ('projects', 'languages', 'user_agents')),
+    job              text        NOT NULL CHECK (job IN ('projects', 'languages', 'user_agents', 'activity')),
     user_id          text        NOT NULL,
     day              date        NOT NULL,
-    name             text        NOT NULL,  -- the raw project (projects, languages) or the user agent
-    language         text,                  -- languages: the language, 'Other' when absent
+    name             text        NOT NULL,  -- the raw project (projects, languages), the user agent, the category
+    language         text,                  -- languages: the language ('Other' when absent); activity: the machine
     coding_us        bigint      NOT NULL,
     heartbeat_count  integer     NOT NULL,
     first_at         timestamptz,           -- NULL when only a credit changed
@@ -89,6 +89,16 @@ CREATE TABLE IF NOT EXISTS derived_deltas (
     failed_at        timestamptz,
     error            text
 );
+-- (Schema 11 added the activity job.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'derived_deltas_job_check'
+                   AND pg_get_constraintdef(oid) LIKE '%activity%') THEN
+        ALTER TABLE derived_deltas DROP CONSTRAINT IF EXISTS derived_deltas_job_check;
+        ALTER TABLE derived_deltas ADD CONSTRAINT derived_deltas_job_check
+            CHECK (job IN ('projects', 'languages', 'user_agents', 'activity'));
+    END IF;
+END $$;
 -- The waiting ones in order: a partial index, so that picking the oldest is an ordered index scan
 -- that stops at its LIMIT (and marks the index entries of rows already deleted as dead, which
 -- later scans skip), never a bitmap scan over every entry not yet vacuumed (schema 8).
@@ -194,6 +204,21 @@ CREATE TABLE IF NOT EXISTS user_agent_days (
     PRIMARY KEY (user_id, day, agent_key)
 );
 -- (Upgrades from schema 5, keyed by the text, follow the user_agents table.)
+
+-- Everything a user did in a day, by category and machine ('' when the heartbeat named none):
+-- every heartbeat counts here, with or without a project, so its sums are the day's grand total,
+-- its categories and its machines (docs/spec.md section 4). No totals table: reads sum day rows.
+CREATE TABLE IF NOT EXISTS activity_days (
+    user_id          text        NOT NULL,
+    day              date        NOT NULL,
+    category         text        NOT NULL,
+    machine          text        NOT NULL,
+    coding_us        bigint      NOT NULL,
+    heartbeat_count  integer     NOT NULL,
+    first_at         timestamptz NOT NULL,
+    last_at          timestamptz NOT NULL,
+    PRIMARY KEY (user_id, day, category, machine)
+);
 
 CREATE TABLE IF NOT EXISTS projects (
     user_id             text             NOT NULL,
@@ -382,21 +407,23 @@ $$;
 -- microseconds it is credited: the gap to the user's next heartbeat of the same day when that gap
 -- is <= the timeout, else 0; the last heartbeat of a day gets 0. Ties in time are ordered by
 -- dedup_hash so the result is deterministic. Pure (STABLE, reads only), so tests call it directly.
-CREATE OR REPLACE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint)
+-- (Schema 11 added category and machine to what it returns.)
+DROP FUNCTION IF EXISTS hbw_credited_heartbeats(text[], date[], bigint);
+CREATE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint)
 RETURNS TABLE (user_id text, day date, "time" timestamptz, dedup_hash bytea, project text,
-               language text, user_agent text, credited_us bigint)
+               language text, user_agent text, category text, machine text, credited_us bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT user_id, day, time, dedup_hash, project, language, user_agent,
+    SELECT user_id, day, time, dedup_hash, project, language, user_agent, category, machine,
            hbw_credit(time, next_at, timeout_us)
     FROM (
-        SELECT k.user_id, k.day, h.time, h.dedup_hash, h.project, h.language, h.user_agent,
-               lead(h.time) OVER w AS next_at
+        SELECT k.user_id, k.day, h.time, h.dedup_hash, h.project, h.language, h.user_agent, h.category,
+               h.machine, lead(h.time) OVER w AS next_at
         FROM (SELECT DISTINCT u, d FROM unnest(user_ids, days) AS keys(u, d)) AS k(user_id, day)
         -- LATERAL with OFFSET 0 (which keeps the planner from flattening it into a plain join):
         -- one index range scan per user-day, whatever the statistics say, so a freshly filled
         -- table never gets a sequential scan per batch
         CROSS JOIN LATERAL (
-            SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+            SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent, h.category, h.machine
             FROM heartbeats h
             WHERE h.user_id = k.user_id
               AND h.time >= hbw_day_start(k.user_id, k.day)
@@ -449,16 +476,27 @@ LANGUAGE sql STABLE AS $$
     JOIN project_aliases a ON a.user_id = t.user_id AND a.project = t.project
 $$;
 
--- Which derived rows a heartbeat feeds (SPEC section 4), in one place: its project's (none without
--- a project), its project's and language's ('Other' without a language; none without a project),
--- and its user agent's (none without one). The store's deltas and the recomputation both use it.
-CREATE OR REPLACE FUNCTION hbw_feeds(project text, language text, user_agent text)
+-- Which derived rows a heartbeat feeds (docs/spec.md section 4), in one place: its project's (none
+-- without a project), its project's and language's ('Other' without a language; none without a
+-- project), its user agent's (none without one), and its category's and machine's (always: ''
+-- without a machine). The store's deltas and the recomputation both use it. The third column is
+-- the second key of a day row: a languages row's language, an activity row's machine.
+CREATE OR REPLACE FUNCTION hbw_feeds(project text, language text, user_agent text, category text, machine text)
 RETURNS TABLE (job text, name text, language text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT v.job, v.name, v.language
     FROM (VALUES ('projects', project, NULL::text), ('languages', project, coalesce(language, 'Other')),
-                 ('user_agents', user_agent, NULL::text)) AS v(job, name, language)
+                 ('user_agents', user_agent, NULL::text), ('activity', category, coalesce(machine, '')))
+         AS v(job, name, language)
     WHERE v.name IS NOT NULL
+$$;
+
+-- Schema 10's three-argument form (no activity rows), which workers of that release call until
+-- they are restarted; `hbw backfill --force` after the upgrade fills activity_days for history.
+CREATE OR REPLACE FUNCTION hbw_feeds(project text, language text, user_agent text)
+RETURNS TABLE (job text, name text, language text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT * FROM hbw_feeds(project, language, user_agent, NULL, NULL) WHERE job <> 'activity'
 $$;
 
 -- (Schema 6 had one function per day table; hbw_day_rows replaces them.)
@@ -476,7 +514,7 @@ LANGUAGE sql STABLE AS $$
     SELECT f.job, c.user_id, c.day, f.name, f.language, sum(c.credited_us)::bigint, count(*)::integer,
            min(c.time), max(c.time)
     FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
-    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent) f
+    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent, c.category, c.machine) f
     GROUP BY f.job, c.user_id, c.day, f.name, f.language
 $$;
 

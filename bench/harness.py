@@ -75,7 +75,7 @@ def snapshot(engine: sa.Engine) -> dict[str, tuple]:
     """Row counts and total seconds (to the millisecond) of the three totals tables."""
     out = {}
     with engine.connect() as conn:
-        for table in (job.total_table for job in DERIVED_JOBS):
+        for table in (job.total_table for job in DERIVED_JOBS if job.total_table):
             row = conn.execute(
                 sa.text(
                     f"SELECT count(*), round(sum(total_seconds)::numeric, 3), "

@@ -28,7 +28,9 @@ from worker.runtime.broker import setup_broker
 from worker.runtime.outbox import recompute_sender
 from worker.settings import Settings, get_settings
 
-DERIVED = tuple(job.day_table for job in DERIVED_JOBS) + tuple(job.total_table for job in DERIVED_JOBS)
+DERIVED = tuple(job.day_table for job in DERIVED_JOBS) + tuple(
+    job.total_table for job in DERIVED_JOBS if job.total_table
+)
 
 
 def run_all(settings: Settings, args: argparse.Namespace, console: Console) -> dict[str, Any]:

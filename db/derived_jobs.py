@@ -2,8 +2,9 @@
 the updaters, recompute, verify, the benchmark) reads them from here.
 
 Each job owns day rows and totals (schema.sql) fed by the raw heartbeats, and a Dramatiq queue of
-its own, so operators can scale the jobs apart. Their SQL names them too, as the literal `job`
-of derived_deltas (db/sql/deltas.sql, recompute.sql): a new job is added there and here.
+its own, so operators can scale the jobs apart. Their SQL names them too: the literal `job` of
+derived_deltas and the day tables (schema.sql's hbw_feeds, db/sql/deltas.sql, recompute.sql,
+verify.sql, users.sql): a new job is added there and here.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ class DerivedJob:
     #: Its queue, and the actor that applies its deltas.
     queue: str
     actor: str
-    #: Its day rows and its totals.
+    #: Its day rows and its totals (None: reads sum the day rows).
     day_table: str
-    total_table: str
+    total_table: str | None
     #: The statement applying its deltas, or None when the worker finishes the totals in Python
     #: (user_agents: the parsed parts of each user agent).
     apply_statement: str | None
@@ -54,6 +55,15 @@ DERIVED_JOBS = (
         day_table="user_agent_days",
         total_table="user_agents",
         apply_statement=None,
+        by_project=False,
+    ),
+    DerivedJob(
+        name="activity",
+        queue="activity",
+        actor="update_activity",
+        day_table="activity_days",
+        total_table=None,
+        apply_statement="apply_activity_deltas",
         by_project=False,
     ),
 )

@@ -8,8 +8,6 @@ import sqlalchemy as sa
 
 from db.queries import Key, key_params, query
 
-DAY_TABLES = ("project_days", "language_days", "user_agent_days")
-
 
 def select_pending_days(conn: sa.Connection, keys: Sequence[Key]) -> set[Key]:
     return {tuple(r) for r in conn.execute(query("select_pending_days"), key_params(keys))}

@@ -94,6 +94,8 @@ def set_aside(conn: sa.Connection, keys: Sequence[Key], reason: str) -> None:
 def refresh_totals(conn: sa.Connection, job: str, changed: list[tuple[str, str]]) -> None:
     """Re-sum the totals fed by changed (user, raw project | user agent) pairs."""
     changed = sorted(set(changed))
+    if JOBS[job].total_table is None:  # reads sum its day rows
+        return
     if job == "projects":
         db_derived.refresh_projects(conn, changed)
     elif job == "languages":

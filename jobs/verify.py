@@ -74,7 +74,7 @@ def verify_range(
                 break
             pending = db_verify.select_pending_days(conn, keys)
             settled = [key for key in keys if key not in pending]
-            for table in db_verify.DAY_TABLES:
+            for table in (job.day_table for job in DERIVED_JOBS):
                 rows = db_verify.select_day_drift(conn, table, settled, timeout_us) if settled else []
                 report.drifts.extend(Drift(table, *row) for row in rows)
         report.user_days += len(settled)
@@ -88,7 +88,7 @@ def verify_range(
         with engine.connect().execution_options(**snapshot) as conn, conn.begin():
             busy = db_verify.select_users_with_pending(conn, chunk)
             settled_users = [user for user in chunk if user not in busy]
-            for table in (job.total_table for job in DERIVED_JOBS):
+            for table in (job.total_table for job in DERIVED_JOBS if job.total_table):
                 rows = db_verify.select_total_drift(conn, table, settled_users) if settled_users else []
                 report.drifts.extend(Drift(table, *row) for row in rows)
         report.users += len(settled_users)

@@ -37,6 +37,7 @@ class Beat:
     language: str | None
     is_write: bool
     user_agent: str | None
+    machine: str | None = None
 
     @property
     def identity(self) -> tuple:
@@ -88,6 +89,7 @@ def normalise(item: dict[str, Any]) -> Beat:
         language=_name(item.get("language")),
         is_write=bool(item.get("is_write") or False),
         user_agent=_name(item.get("user_agent")),
+        machine=_name(item.get("machine")),
     )
 
 
@@ -118,6 +120,10 @@ class Reference:
     credited_us: dict[bytes, int] = field(default_factory=dict)
     #: (user, local day, project) -> the project's day row.
     project_days: dict[tuple[str, dt.date, str], Totals] = field(default_factory=lambda: defaultdict(Totals))
+    #: (user, local day, category, machine or '') -> every heartbeat's day row (docs/spec.md, 4).
+    activity_days: dict[tuple[str, dt.date, str, str], Totals] = field(
+        default_factory=lambda: defaultdict(Totals)
+    )
 
 
 def compute(
@@ -154,4 +160,5 @@ def compute(
                 ref.languages[(user_id, project, beat.language or "Other")].add(beat, credited)
             if beat.user_agent is not None:
                 ref.user_agents[(user_id, beat.user_agent)].add(beat, credited)
+            ref.activity_days[(user_id, days[index], beat.category, beat.machine or "")].add(beat, credited)
     return ref

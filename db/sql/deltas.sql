@@ -62,6 +62,27 @@ WITH claimed AS (
 )
 SELECT count(*) FROM claimed
 
+-- name: apply_activity_deltas
+-- activity: day rows per (category, machine); no totals (reads sum the day rows).
+WITH claimed AS (
+    DELETE FROM derived_deltas d USING json_array_elements_text(CAST(:user_ids AS json)) AS u(user_id)
+    WHERE d.job = 'activity' AND d.user_id = u.user_id AND (d.failed_at IS NULL OR :failed)
+    RETURNING d.user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
+), days AS (
+    SELECT user_id, day, name, language, sum(coding_us)::bigint AS coding_us,
+           sum(heartbeat_count)::int AS heartbeat_count, coalesce(min(first_at), 'infinity') AS first_at,
+           coalesce(max(last_at), '-infinity') AS last_at
+    FROM claimed GROUP BY user_id, day, name, language
+), day_rows AS (
+    INSERT INTO activity_days AS d (user_id, day, category, machine, coding_us, heartbeat_count, first_at, last_at)
+    SELECT user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
+    FROM days ORDER BY user_id, day, name, language
+    ON CONFLICT (user_id, day, category, machine) DO UPDATE
+    SET coding_us = d.coding_us + excluded.coding_us, heartbeat_count = d.heartbeat_count + excluded.heartbeat_count,
+        first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
+)
+SELECT count(*) FROM claimed
+
 -- name: apply_language_deltas
 -- languages: day rows per (raw project, language), totals per (canonical project, language).
 WITH claimed AS (

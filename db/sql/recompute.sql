@@ -13,7 +13,7 @@ SELECT pg_advisory_xact_lock(k::bigint) FROM json_array_elements_text(CAST(:lock
 -- name: recompute_days
 -- Rebuild every derived day row of these user-days from their raw heartbeats, in one pass over
 -- them (hbw_day_rows). Returns the (job, user, name) whose day rows changed: a raw project for
--- the projects and languages jobs, a user agent for user_agents.
+-- the projects and languages jobs, a user agent for user_agents, a category for activity.
 WITH keys AS (
     SELECT * FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
 ), fresh AS MATERIALIZED (
@@ -68,10 +68,28 @@ WITH keys AS (
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
           IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
     RETURNING 'user_agents' AS job, d.user_id, d.user_agent AS name
+), removed_activity AS (
+    DELETE FROM activity_days d USING keys k
+    WHERE d.user_id = k.user_id AND d.day = k.day
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.job = 'activity' AND f.user_id = d.user_id
+                      AND f.day = d.day AND f.name = d.category AND f.language = d.machine)
+    RETURNING 'activity' AS job, d.user_id, d.category AS name
+), activity AS (
+    INSERT INTO activity_days AS d
+        (user_id, day, category, machine, coding_us, heartbeat_count, first_at, last_at)
+    SELECT user_id, day, name, language, coding_us, heartbeat_count, first_at, last_at
+    FROM fresh WHERE job = 'activity' ORDER BY user_id, day, name, language
+    ON CONFLICT (user_id, day, category, machine) DO UPDATE
+    SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
+        first_at = excluded.first_at, last_at = excluded.last_at
+    WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)
+          IS DISTINCT FROM (excluded.coding_us, excluded.heartbeat_count, excluded.first_at, excluded.last_at)
+    RETURNING 'activity' AS job, d.user_id, d.category AS name
 )
 SELECT * FROM removed_projects UNION SELECT * FROM projects
 UNION SELECT * FROM removed_languages UNION SELECT * FROM languages
 UNION SELECT * FROM removed_user_agents UNION SELECT * FROM user_agents
+UNION SELECT * FROM removed_activity UNION SELECT * FROM activity
 
 -- name: discard_deltas
 -- The unapplied deltas of these user-days, all jobs: a recomputation from the raw heartbeats

@@ -38,7 +38,7 @@ WITH incoming AS (
     FROM identified
     ORDER BY user_id, at, dedup_hash
     ON CONFLICT DO NOTHING
-    RETURNING user_id, time, dedup_hash, project, language, user_agent
+    RETURNING user_id, time, dedup_hash, project, language, user_agent, category, machine
 ), placed AS (
     SELECT i.*, z.zone, hbw_zone_day(z.zone, i.time) AS day FROM inserted i JOIN zones z USING (user_id)
 ), gained AS (
@@ -77,16 +77,16 @@ WITH incoming AS (
         SELECT s.user_id, s.day, s.part, e.*
         FROM spans s
         CROSS JOIN LATERAL (
-            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent, h.category, h.machine
              FROM heartbeats h
              WHERE h.user_id = s.user_id AND h.time >= hbw_zone_day_start(s.zone, s.day) AND h.time < s.lo
              ORDER BY h.time DESC, h.dedup_hash DESC LIMIT 1)
             UNION ALL
-            SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+            SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent, h.category, h.machine
             FROM heartbeats h
             WHERE h.user_id = s.user_id AND h.time >= s.lo AND h.time <= s.hi
             UNION ALL
-            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent
+            (SELECT h.time, h.dedup_hash, h.project, h.language, h.user_agent, h.category, h.machine
              FROM heartbeats h
              WHERE h.user_id = s.user_id AND h.time > s.hi AND h.time < hbw_zone_day_start(s.zone, s.day + 1)
              ORDER BY h.time, h.dedup_hash LIMIT 1)
@@ -94,19 +94,21 @@ WITH incoming AS (
     ) AS around
     WINDOW w AS (PARTITION BY user_id, day, part ORDER BY time, dedup_hash)
 ), neighbourhood AS (
-    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, true AS is_new,
-           0::bigint AS credit_before
+    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, category, machine,
+           true AS is_new, 0::bigint AS credit_before
     FROM parts
     UNION ALL
-    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, false, credit_before
+    SELECT user_id, day, part, time, dedup_hash, project, language, user_agent, category, machine, false,
+           credit_before
     FROM stored
 ), changes AS (
     -- In day order, each heartbeat's credit now: up to the next one of its part's neighbourhood,
     -- which holds every heartbeat from the last stored one before the part to the first stored one
     -- after it, so it is exact for all but that last one, whose credit does not change: it is last
     -- both now and before, so both read 0 and it is left out.
-    SELECT user_id, day, project, language, user_agent, credit_now - credit_before AS coding_us,
-           is_new::int AS heartbeat_count, CASE WHEN is_new THEN time END AS at
+    SELECT user_id, day, project, language, user_agent, category, machine,
+           credit_now - credit_before AS coding_us, is_new::int AS heartbeat_count,
+           CASE WHEN is_new THEN time END AS at
     FROM (SELECT *, hbw_credit(time, lead(time) OVER w, :timeout_us) AS credit_now
           FROM neighbourhood
           WINDOW w AS (PARTITION BY user_id, day, part ORDER BY time, dedup_hash)) AS credited
@@ -116,7 +118,7 @@ WITH incoming AS (
     SELECT f.job, c.user_id, c.day, f.name, f.language, sum(c.coding_us)::bigint,
            sum(c.heartbeat_count)::int, min(c.at), max(c.at)
     FROM changes c
-    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent) AS f
+    CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent, c.category, c.machine) AS f
     GROUP BY f.job, c.user_id, c.day, f.name, f.language
     HAVING sum(c.coding_us) <> 0 OR sum(c.heartbeat_count) > 0
 )

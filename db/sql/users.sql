@@ -21,6 +21,7 @@ ON CONFLICT (user_id) DO UPDATE SET timezone = excluded.timezone, updated_at = n
 WITH gone_projects AS (DELETE FROM project_days WHERE user_id = :user_id),
      gone_languages AS (DELETE FROM language_days WHERE user_id = :user_id),
      gone_agents AS (DELETE FROM user_agent_days WHERE user_id = :user_id),
+     gone_activity AS (DELETE FROM activity_days WHERE user_id = :user_id),
      gone_deltas AS (DELETE FROM derived_deltas WHERE user_id = :user_id),
      gone_stale AS (DELETE FROM stale_days WHERE user_id = :user_id)
 DELETE FROM user_days WHERE user_id = :user_id

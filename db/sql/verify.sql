@@ -80,6 +80,28 @@ WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
       IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
 ORDER BY 1, 2, 3
 
+-- name: verify_activity_days
+-- Stored activity_days rows of these user-days that differ from what the raw heartbeats give.
+WITH expected AS (
+    SELECT user_id, day, name AS category, language AS machine, coding_us, heartbeat_count, first_at, last_at
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    WHERE job = 'activity'
+), stored AS (
+    SELECT d.*
+    FROM activity_days d
+    JOIN unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
+      ON d.user_id = k.user_id AND d.day = k.day
+)
+SELECT coalesce(e.user_id, s.user_id) AS user_id, coalesce(e.day, s.day) AS day,
+       coalesce(e.category, s.category) || ' on ' || coalesce(nullif(coalesce(e.machine, s.machine), ''), '?') AS name,
+       s.coding_us / 1e6 AS stored_seconds, e.coding_us / 1e6 AS expected_seconds,
+       s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
+FROM expected e
+FULL JOIN stored s ON e.user_id = s.user_id AND e.day = s.day AND e.category = s.category AND e.machine = s.machine
+WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
+      IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
+ORDER BY 1, 2, 3
+
 -- name: verify_projects
 -- Stored projects rows of these users that differ from the sums of their day rows.
 WITH names AS (

@@ -27,7 +27,7 @@ from db.engine import create_engine
 from db.schema import apply_schema
 from jobs.locks import job_lock
 from tests import reference, streams
-from tests.conftest import TABLES, free_port
+from tests.conftest import free_port, truncate_all
 from tests.tables import diff, snapshot
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.producer import EnqueueError, enqueue_heartbeats
@@ -249,7 +249,7 @@ def faults(fault_servers, tmp_path) -> Iterator[FaultEnv]:
     engine = create_engine(postgres.url, pool_size=2)
     with engine.begin() as conn:
         apply_schema(conn)
-        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
+        truncate_all(conn)
     broker = make_broker(settings)  # the producer's: a separate process's broker, not the session's
     broker.client.flushall()
     yield FaultEnv(postgres, redis_server, env, settings, engine, broker, tmp_path)

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from db.derived_jobs import DERIVED_JOBS
 from tests.conftest import drain, free_port
 from worker import cli
 from worker.producer import enqueue_heartbeats
@@ -198,6 +199,6 @@ def test_one_summary_line_per_message_with_counts_and_batch_id(db, broker, setti
         "received": 12, "inserted": 12, "duplicates": 0, "rejected": 0, "batch_id": result.batch_id}  # fmt: skip
     assert "duration_ms" in store[0] and "message_id" in store[0]
     derived = [line for line in done if line["actor"] != "store_heartbeats"]
-    assert {line["job"] for line in derived} == {"projects", "languages", "user_agents"}
+    assert {line["job"] for line in derived} == {job.name for job in DERIVED_JOBS}
     assert all(line["batch_id"] == result.batch_id for line in derived), "derived jobs carry the batch id"
     assert not [line for line in lines if line["event"] in ("heartbeats.stored", "derived.recomputed")]

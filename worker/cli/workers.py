@@ -47,7 +47,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     examples:
       hbw worker --processes 2 --threads 4
       hbw worker --queues heartbeats          # ingest only
-      hbw worker --queues projects languages user_agents recompute
+      hbw worker --queues projects languages user_agents activity recompute
       hbw worker --burst                      # drain everything, then exit 0
     """
     from worker.runtime.supervisor import run_workers

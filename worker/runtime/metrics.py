@@ -72,7 +72,7 @@ BATCHED = Counter(
 RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days recomputed from the raw heartbeats.")
 DERIVED_SECONDS = Histogram(
     "hbw_derived_duration_seconds",
-    "Time a derived message took (job: projects, languages, user_agents, recompute), locks included.",
+    "Time a derived message took (job: one of db.derived_jobs, or recompute), locks included.",
     ["job"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
 )
