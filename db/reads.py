@@ -58,3 +58,14 @@ def select_user_agents(conn: sa.Connection, user_id: str) -> list[dict[str, Any]
 
 def select_user_summary(conn: sa.Connection, user_id: str) -> dict[str, Any]:
     return _rows(conn.execute(query("select_user_summary"), {"user_id": user_id}))[0]
+
+
+def select_local_today(conn: sa.Connection, user_id: str) -> dict[str, Any]:
+    """zone, day (today on the user's calendar), starts and ends (that day's first instant, the next's)."""
+    return _rows(conn.execute(query("select_local_today"), {"user_id": user_id}))[0]
+
+
+def select_day_breakdown(conn: sa.Connection, user_id: str, since, until) -> list[dict[str, Any]]:
+    """kind (categories, machines, projects, languages, editors, operating_systems), day, name, coding_us."""
+    params = {"user_id": user_id, "since": since, "until": until}
+    return _rows(conn.execute(query("select_day_breakdown"), params))

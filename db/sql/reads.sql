@@ -72,3 +72,32 @@ SELECT least((SELECT min(first_heartbeat_at) FROM projects WHERE user_id = :user
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (SELECT time, project, user_agent FROM heartbeats WHERE user_id = :user_id
                    ORDER BY time DESC LIMIT 1) last ON true
+
+-- name: select_local_today
+-- The user's time zone, today on its calendar, and that day's first instant and the next day's.
+SELECT zone, day, hbw_zone_day_start(zone, day) AS starts, hbw_zone_day_start(zone, day + 1) AS ends
+FROM (SELECT zone, hbw_zone_day(zone, now()) AS day FROM (SELECT hbw_user_zone(:user_id) AS zone) z) d
+
+-- name: select_day_breakdown
+-- A user's time in a range of their days, by day and by what it was spent on: category and machine
+-- (every heartbeat: activity_days), canonical project (the alias map applied), language, and the
+-- editor and operating system of the user agent (as parsed in user_agents; NULL: not parsed).
+SELECT 'categories' AS kind, day, category AS name, sum(coding_us)::bigint AS coding_us
+FROM activity_days WHERE user_id = :user_id AND day BETWEEN :since AND :until GROUP BY day, category
+UNION ALL
+SELECT 'machines', day, machine, sum(coding_us)::bigint
+FROM activity_days WHERE user_id = :user_id AND day BETWEEN :since AND :until GROUP BY day, machine
+UNION ALL
+SELECT 'projects', d.day, c.project, sum(d.coding_us)::bigint
+FROM project_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until GROUP BY d.day, c.project
+UNION ALL
+SELECT 'languages', day, language, sum(coding_us)::bigint
+FROM language_days WHERE user_id = :user_id AND day BETWEEN :since AND :until GROUP BY day, language
+UNION ALL
+SELECT kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END, sum(d.coding_us)::bigint
+FROM user_agent_days d
+JOIN user_agents u ON u.user_id = d.user_id AND u.agent_key = d.agent_key
+CROSS JOIN (VALUES ('editors'), ('operating_systems')) AS k(kind)
+WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until
+GROUP BY kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END

@@ -50,6 +50,7 @@ from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.http.reads import Reader, read_routes
 from worker.http.responses import HttpError, json_response, unavailable
+from worker.http.summaries import summary_routes
 from worker.http.zones import ZoneAdopter
 from worker.logs import get_logger
 from worker.runtime.outbox import recompute_sender
@@ -254,6 +255,7 @@ def create_app(
         Route("/api/v1/users/current/heartbeats", heartbeat, methods=["POST"]),
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),
         *read_routes(reader),
+        *summary_routes(reader),
         *projects_routes(reader),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -1,0 +1,81 @@
+"""The status bar of today (wakatime-cli --today, editor plugins) from `hbw serve`, in the user's
+time zone, every number compared with tests/reference.py computed from what was sent."""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+
+import pytest
+
+from jobs.keys import create_key
+from jobs.users import set_time_zone
+from tests import reference
+from tests.conftest import drain
+from tests.web_client import basic, call
+from worker.http.summaries import display
+
+UA = "wakatime/v1.90.0 (linux-6.5.0-15-generic-x86_64) go1.21.5 vscode/1.85.1 vscode-wakatime/24.4.0"
+ZONE = "Asia/Kolkata"
+
+
+def beats(rng: random.Random, now: float) -> list[dict]:
+    """Two hours up to a minute ago: projects, none, two categories, languages."""
+    t, items = now - 2 * 3600, []
+    while t < now - 60:
+        t += rng.choice([20, 60, 120, 600])
+        item = {"entity": f"/src/{rng.randint(1, 5)}.py", "type": "file", "time": round(t, 3),
+                "category": rng.choice(["coding", "coding", "debugging"]),
+                "project": rng.choice(["web", "api", None]), "language": rng.choice(["Python", "Go", None])}  # fmt: skip
+        items.append({k: v for k, v in item.items() if v is not None})
+    return items
+
+
+def test_the_status_bar_is_today_in_the_users_zone(web, db, settings):
+    with db.begin() as conn:
+        auth = basic(create_key(conn, "dana"))
+        assert set_time_zone(conn, "dana", ZONE) == []  # (no history yet)
+    rng = random.Random(3)
+    items = beats(rng, time.time())
+    half = len(items) // 2
+    bulk = f"{web}/api/v1/users/current/heartbeats.bulk"
+    assert call("POST", bulk, items[:half], {**auth, "User-Agent": UA, "X-Machine-Name": "laptop"})[0] == 201
+    assert call("POST", bulk, items[half:], {**auth, "User-Agent": UA})[0] == 201  # no machine
+    drain(settings)
+
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/statusbar/today", headers=auth)
+    assert status == 200 and body["has_team_features"] is False
+    data = body["data"]
+    sent = [{**item, "user_id": "dana", "user_agent": UA} for item in items]
+    for item in sent[:half]:
+        item["machine"] = "laptop"
+    expected = reference.compute(sent, zones={"dana": ZONE})
+    today = data["range"]["date"]
+    assert data["range"]["timezone"] == ZONE and data["range"]["text"] == "Today"
+    rows = {key: t for key, t in expected.activity_days.items() if str(key[1]) == today}
+    assert data["grand_total"]["total_seconds"] == pytest.approx(
+        sum(t.seconds for t in rows.values()), abs=1e-6
+    )
+
+    def by(index: int, kind: str) -> dict[str, float]:
+        sums = collections.defaultdict(float)
+        for key, totals in rows.items():
+            sums[display(kind, key[index])] += totals.seconds
+        return dict(sums)
+
+    assert {c["name"]: c["total_seconds"] for c in data["categories"]} == pytest.approx(by(2, "categories"))
+    assert {m["name"]: m["total_seconds"] for m in data["machines"]} == pytest.approx(by(3, "machines"))
+    projects = {p: t.seconds for (_, day, p), t in expected.project_days.items() if str(day) == today}
+    assert {p["name"]: p["total_seconds"] for p in data["projects"]} == pytest.approx(projects)
+    assert [e["name"] for e in data["editors"]] == ["VS Code"]
+    assert [o["name"] for o in data["operating_systems"]] == ["Linux"]
+    for item in data["categories"] + data["projects"] + data["languages"]:
+        assert all(type(item[k]) is int for k in ("hours", "minutes", "seconds"))
+        assert all(type(item[k]) is str for k in ("text", "digital", "decimal"))
+    assert sum(c["percent"] for c in data["categories"]) == pytest.approx(100, abs=0.05)
+
+    status, other, _ = call(
+        "GET", f"{web}/api/compat/wakatime/v1/users/current/status_bar/today", headers=auth
+    )
+    assert status == 200 and other["data"] == data
