@@ -69,3 +69,15 @@ def select_day_breakdown(conn: sa.Connection, user_id: str, since, until) -> lis
     """kind (categories, machines, projects, languages, editors, operating_systems), day, name, coding_us."""
     params = {"user_id": user_id, "since": since, "until": until}
     return _rows(conn.execute(query("select_day_breakdown"), params))
+
+
+def select_local_days(conn: sa.Connection, user_id: str, since, until) -> list[dict[str, Any]]:
+    """zone, day, starts, ends for each day of since..until on the user's calendar."""
+    params = {"user_id": user_id, "since": since, "until": until}
+    return _rows(conn.execute(query("select_local_days"), params))
+
+
+def select_project_day_breakdown(conn: sa.Connection, user_id: str, project: str, since, until) -> list[dict]:
+    params = {"user_id": user_id, "project": project, "since": since, "until": until}
+    return _rows(conn.execute(query("select_project_day_breakdown"), params))
+

@@ -101,3 +101,25 @@ JOIN user_agents u ON u.user_id = d.user_id AND u.agent_key = d.agent_key
 CROSS JOIN (VALUES ('editors'), ('operating_systems')) AS k(kind)
 WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until
 GROUP BY kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END
+
+-- name: select_local_days
+-- The user's time zone, and each day of a range on its calendar with its first instant and the
+-- next day's.
+SELECT z.zone, d::date AS day, hbw_zone_day_start(z.zone, d::date) AS starts,
+       hbw_zone_day_start(z.zone, d::date + 1) AS ends
+FROM (SELECT hbw_user_zone(:user_id) AS zone) z
+CROSS JOIN generate_series(CAST(:since AS date), CAST(:until AS date), interval '1 day') AS d
+ORDER BY d
+
+-- name: select_project_day_breakdown
+-- select_day_breakdown for one (canonical) project: its time and its languages; the other kinds
+-- are not kept per project.
+SELECT 'projects' AS kind, d.day, c.project AS name, sum(d.coding_us)::bigint AS coding_us
+FROM project_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
+GROUP BY d.day, c.project
+UNION ALL
+SELECT 'languages', d.day, d.language, sum(d.coding_us)::bigint
+FROM language_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
+GROUP BY d.day, d.language

@@ -1,15 +1,16 @@
 // A real API client of WakaTime (npm wakatime-client) reading from `hbw serve`: the answers it
-// decodes, as JSON on stdout. Usage: node read.js BASE_URL API_KEY
+// decodes, as JSON on stdout. Usage: node read.js BASE_URL API_KEY START_DATE END_DATE
 const { WakaTimeClient } = require('wakatime-client');
 
 async function main() {
-  const [baseUrl, key] = process.argv.slice(2);
+  const [baseUrl, key, startDate, endDate] = process.argv.slice(2);
   const client = new WakaTimeClient(key, baseUrl);
   const out = {
     me: await client.getMe(),
     projects: await client.getMyProjects(),
     userAgents: await client.getMyUserAgents(),
     goals: await client.getMyGoals(),
+    summary: await client.getMySummary({ dateRange: { startDate, endDate } }),
   };
   process.stdout.write(JSON.stringify(out));
 }

@@ -1,5 +1,5 @@
 """Real clients, not hand-written HTTP: npm's wakatime-client (pinned in tests/clients) reads the
-user, projects, user agents and goals from `hbw serve` as it reads them from WakaTime."""
+user, projects, user agents, goals and summaries from `hbw serve` as it reads them from WakaTime."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def test_wakatime_client_from_npm_reads_what_the_workers_stored(web, db, setting
     with db.begin() as conn:
         key = create_key(conn, user_id)
 
-    done = subprocess.run(["node", "read.js", f"{web}/api/v1/", key], cwd=npm_client,
+    dates = [str(stream.first_day), str(stream.last_day)]
+    done = subprocess.run(["node", "read.js", f"{web}/api/v1/", key, *dates], cwd=npm_client,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     answers = json.loads(done.stdout)
@@ -53,3 +54,5 @@ def test_wakatime_client_from_npm_reads_what_the_workers_stored(web, db, setting
         agent for user, agent in expected.user_agents if user == user_id
     }
     assert answers["goals"]["data"] == []
+    total = sum(t.seconds for (user, *_), t in expected.activity_days.items() if user == user_id)
+    assert answers["summary"]["cumulative_total"]["seconds"] == pytest.approx(total, abs=1e-6)

@@ -4,6 +4,7 @@ time zone, every number compared with tests/reference.py computed from what was 
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import random
 import time
 
@@ -11,10 +12,11 @@ import pytest
 
 from jobs.keys import create_key
 from jobs.users import set_time_zone
-from tests import reference
+from tests import reference, streams
 from tests.conftest import drain
 from tests.web_client import basic, call
 from worker.http.summaries import display
+from worker.producer import enqueue_heartbeats
 
 UA = "wakatime/v1.90.0 (linux-6.5.0-15-generic-x86_64) go1.21.5 vscode/1.85.1 vscode-wakatime/24.4.0"
 ZONE = "Asia/Kolkata"
@@ -79,3 +81,46 @@ def test_the_status_bar_is_today_in_the_users_zone(web, db, settings):
         "GET", f"{web}/api/compat/wakatime/v1/users/current/status_bar/today", headers=auth
     )
     assert status == 200 and other["data"] == data
+
+
+def test_summaries_of_a_range_are_the_reference_day_by_day(web, db, settings, broker):
+    stream = streams.generate(seed=41, users=3, days=4, invalid_share=0.0)
+    user_id = stream.valid[0]["user_id"]
+    with db.begin() as conn:
+        auth = basic(create_key(conn, user_id))
+        set_time_zone(conn, user_id, "America/New_York")
+    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
+    drain(settings)
+    expected = reference.compute(stream.valid, zones={user_id: "America/New_York"})
+    since, until = stream.first_day - dt.timedelta(days=1), stream.last_day + dt.timedelta(days=1)
+    url = f"{web}/api/v1/users/current/summaries?start={since}&end={until}&branches="
+    status, body, _ = call("GET", url, headers=auth)
+    assert status == 200
+    days = [since + dt.timedelta(days=n) for n in range((until - since).days + 1)]
+    assert [d["range"]["date"] for d in body["data"]] == [str(day) for day in days]
+    for day, summary in zip(days, body["data"], strict=True):
+        want = sum(t.seconds for (u, d, *_), t in expected.activity_days.items() if u == user_id and d == day)
+        assert summary["grand_total"]["total_seconds"] == pytest.approx(want, abs=1e-6)
+        projects = {
+            p: t.seconds for (u, d, p), t in expected.project_days.items() if u == user_id and d == day
+        }
+        assert {p["name"]: p["total_seconds"] for p in summary["projects"]} == pytest.approx(projects)
+    total = sum(t.seconds for (u, *_), t in expected.activity_days.items() if u == user_id)
+    assert body["cumulative_total"]["seconds"] == pytest.approx(total, abs=1e-6)
+    assert body["daily_average"]["holidays"] >= 2  # the day before and the day after
+
+    project = max(
+        (p for (u, p) in expected.projects if u == user_id),
+        key=lambda p: expected.projects[(user_id, p)].seconds,
+    )
+    status, body, _ = call("GET", f"{url}&project={project}", headers=auth)
+    assert body["cumulative_total"]["seconds"] == pytest.approx(expected.projects[(user_id, project)].seconds)
+
+    status, body, _ = call(
+        "GET", f"{web}/api/v1/users/current/summaries?range=Last 7 Days".replace(" ", "%20"), headers=auth
+    )
+    assert status == 200 and len(body["data"]) == 7
+    for query, words in (("start=2024-01-02&end=2024-01-01", "before start"), ("start=x&end=y", "YYYY-MM-DD"),
+                         ("range=fortnight", "unknown range"), (f"start={since}&end={until}&timezone=UTC", "time zone")):  # fmt: skip
+        status, body, _ = call("GET", f"{web}/api/v1/users/current/summaries?{query}", headers=auth)
+        assert status == 400 and words in body["error"], body

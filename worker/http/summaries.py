@@ -1,5 +1,8 @@
 """WakaTime's time summaries, from the day rows: the status bar of today (``statusbar/today`` and
-``status_bar/today``, as wakatime-cli ``--today`` and the editor plugins read it).
+``status_bar/today``, as wakatime-cli ``--today`` and the editor plugins read it) and
+``summaries`` of a range of days (worker.http.ranges). With ``?project=`` a summary is that
+project's: its time and languages (the other breakdowns are not kept per project, so they are
+empty). ``?timezone=`` other than the user's is refused: days are kept on the user's calendar.
 
 Shapes and formats are WakaTime's (docs/wakatime-read-api.md): ``text`` like "2 hrs 17 mins",
 ``digital`` "2:17" for a total and "2:17:36" for an item, ``decimal`` "2.28" (hours and minutes),
@@ -19,8 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from db import reads as db_reads
+from worker.http.ranges import day_text, requested_days
 from worker.http.reads import PREFIXES, Reader, iso
-from worker.http.responses import json_response
+from worker.http.responses import HttpError, json_response
 
 #: How WakaTime names what our parser keeps lower-case (others are shown as parsed).
 EDITORS = {
@@ -93,12 +97,13 @@ def display(kind: str, name: str | None) -> str:
     return name
 
 
-def day_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One day's grand total and breakdowns from select_day_breakdown rows (of that day)."""
+def day_summary(rows: list[dict[str, Any]], *, total_of: str = "categories") -> dict[str, Any]:
+    """One day's grand total (the sum of the `total_of` breakdown: categories count every
+    heartbeat) and breakdowns, from select_day_breakdown rows of that day."""
     seconds: dict[str, dict[str, float]] = {kind: defaultdict(float) for kind in KINDS}
     for row in rows:
         seconds[row["kind"]][display(row["kind"], row["name"])] += row["coding_us"] / 1e6
-    total = sum(seconds["categories"].values())
+    total = sum(seconds[total_of].values())
     summary: dict[str, Any] = {"grand_total": duration(total, item=False)}
     for kind in KINDS:
         items = sorted(seconds[kind].items(), key=lambda pair: (-pair[1], pair[0]))
@@ -134,5 +139,63 @@ def summary_routes(reader: Reader) -> list[Route]:
         body = {"cached_at": iso(dt.datetime.now(dt.UTC)), "has_team_features": False, "data": data}
         return json_response(body, 200)
 
+    async def summaries(request: Request) -> Response:
+        """Each day of the range (end included, days without time too), and their sum and average."""
+        user_id = await reader.user(request)
+        params, project = request.query_params, request.query_params.get("project") or None
+
+        def read(conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            today = db_reads.select_local_today(conn, user_id)
+            if params.get("timezone") and params["timezone"] != today["zone"]:
+                raise HttpError(400, f"days are kept in the user's time zone, {today['zone']}: change it "
+                                     "with PATCH /api/v1/users/current, not per request")  # fmt: skip
+            since, until = requested_days(params, today["day"])
+            days = db_reads.select_local_days(conn, user_id, since, until)
+            if project:
+                return days, db_reads.select_project_day_breakdown(conn, user_id, project, since, until)
+            return days, db_reads.select_day_breakdown(conn, user_id, since, until)
+
+        days, rows = await reader.read(read)
+        by_day = defaultdict(list)
+        for row in rows:
+            by_day[row["day"]].append(row)
+        data = []
+        for day in days:
+            summary = day_summary(by_day[day["day"]], total_of="projects" if project else "categories")
+            summary["range"] = {
+                "date": day["day"].isoformat(),
+                "start": iso(day["starts"]),
+                "end": iso(day["ends"] - dt.timedelta(seconds=1)),
+                "text": day_text(day["day"]),
+                "timezone": day["zone"],
+            }
+            data.append(summary)
+        total = sum(day["grand_total"]["total_seconds"] for day in data)
+        worked = sum(1 for day in data if day["grand_total"]["total_seconds"] > 0)
+        average = total / worked if worked else 0.0
+        cumulative = duration(total, item=False)
+        body = {
+            "data": data,
+            "cumulative_total": {
+                "seconds": total,
+                **{k: cumulative[k] for k in ("text", "decimal", "digital")},
+            },
+            "daily_average": {
+                "holidays": len(data) - worked,
+                "days_including_holidays": len(data),
+                "days_minus_holidays": worked,
+                "seconds": average,
+                "text": duration(average, item=False)["text"],
+                "seconds_including_other_language": average,
+                "text_including_other_language": duration(average, item=False)["text"],
+            },
+            "start": data[0]["range"]["start"],
+            "end": data[-1]["range"]["end"],
+        }
+        return json_response(body, 200)
+
     paths = ("/users/{user}/statusbar/today", "/users/{user}/status_bar/today")
-    return [Route(prefix + path, status_bar, methods=["GET"]) for prefix in PREFIXES for path in paths]
+    routes = [Route(prefix + path, status_bar, methods=["GET"]) for prefix in PREFIXES for path in paths]
+    return routes + [
+        Route(prefix + "/users/{user}/summaries", summaries, methods=["GET"]) for prefix in PREFIXES
+    ]
