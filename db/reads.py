@@ -81,3 +81,17 @@ def select_project_day_breakdown(conn: sa.Connection, user_id: str, project: str
     params = {"user_id": user_id, "project": project, "since": since, "until": until}
     return _rows(conn.execute(query("select_project_day_breakdown"), params))
 
+
+def select_range_breakdown(conn: sa.Connection, user_id: str, since, until) -> list[dict[str, Any]]:
+    """kind, name, coding_us summed over since..until; kind 'days': each day's grand total."""
+    params = {"user_id": user_id, "since": since, "until": until}
+    return _rows(conn.execute(query("select_range_breakdown"), params))
+
+
+def select_first_day(conn: sa.Connection, user_id: str):
+    return conn.execute(query("select_first_day"), {"user_id": user_id}).scalar()
+
+
+def select_range_bounds(conn: sa.Connection, user_id: str, since, until) -> dict[str, Any]:
+    params = {"user_id": user_id, "since": since, "until": until}
+    return _rows(conn.execute(query("select_range_bounds"), params))[0]

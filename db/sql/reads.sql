@@ -123,3 +123,39 @@ SELECT 'languages', d.day, d.language, sum(d.coding_us)::bigint
 FROM language_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
 WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
 GROUP BY d.day, d.language
+
+-- name: select_range_breakdown
+-- select_day_breakdown summed over the range (one row per kind and name), plus each day's grand
+-- total as kind 'days' (name: the day), for the best day and the days without time.
+WITH rows AS (
+    SELECT 'categories' AS kind, category AS name, coding_us, day
+    FROM activity_days WHERE user_id = :user_id AND day BETWEEN :since AND :until
+    UNION ALL
+    SELECT 'machines', machine, coding_us, day
+    FROM activity_days WHERE user_id = :user_id AND day BETWEEN :since AND :until
+    UNION ALL
+    SELECT 'projects', c.project, d.coding_us, d.day
+    FROM project_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+    WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until
+    UNION ALL
+    SELECT 'languages', language, coding_us, day
+    FROM language_days WHERE user_id = :user_id AND day BETWEEN :since AND :until
+    UNION ALL
+    SELECT kind, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END, d.coding_us, d.day
+    FROM user_agent_days d
+    JOIN user_agents u ON u.user_id = d.user_id AND u.agent_key = d.agent_key
+    CROSS JOIN (VALUES ('editors'), ('operating_systems')) AS k(kind)
+    WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until
+)
+SELECT kind, name, sum(coding_us)::bigint AS coding_us FROM rows GROUP BY kind, name
+UNION ALL
+SELECT 'days', day::text, sum(coding_us)::bigint FROM rows WHERE kind = 'categories' GROUP BY day
+
+-- name: select_first_day
+-- The user's first day with time (all_time's start).
+SELECT min(day) FROM activity_days WHERE user_id = :user_id
+
+-- name: select_range_bounds
+-- The first instant of a range of the user's days, and the first instant after it.
+SELECT hbw_zone_day_start(zone, CAST(:since AS date)) AS starts, hbw_zone_day_start(zone, CAST(:until AS date) + 1) AS ends
+FROM (SELECT hbw_user_zone(:user_id) AS zone) z

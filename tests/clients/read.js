@@ -1,6 +1,6 @@
 // A real API client of WakaTime (npm wakatime-client) reading from `hbw serve`: the answers it
 // decodes, as JSON on stdout. Usage: node read.js BASE_URL API_KEY START_DATE END_DATE
-const { WakaTimeClient } = require('wakatime-client');
+const { WakaTimeClient, RANGE } = require('wakatime-client');
 
 async function main() {
   const [baseUrl, key, startDate, endDate] = process.argv.slice(2);
@@ -11,6 +11,7 @@ async function main() {
     userAgents: await client.getMyUserAgents(),
     goals: await client.getMyGoals(),
     summary: await client.getMySummary({ dateRange: { startDate, endDate } }),
+    stats: await client.getMyStats({ range: RANGE.LAST_7_DAYS }),
   };
   process.stdout.write(JSON.stringify(out));
 }

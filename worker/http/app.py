@@ -50,6 +50,7 @@ from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.http.reads import Reader, read_routes
 from worker.http.responses import HttpError, json_response, unavailable
+from worker.http.stats import stats_routes
 from worker.http.summaries import summary_routes
 from worker.http.zones import ZoneAdopter
 from worker.logs import get_logger
@@ -256,6 +257,7 @@ def create_app(
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),
         *read_routes(reader),
         *summary_routes(reader),
+        *stats_routes(reader, timeout_minutes=round(settings.timeout_seconds / 60)),
         *projects_routes(reader),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

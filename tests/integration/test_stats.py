@@ -1,0 +1,71 @@
+"""WakaTime's stats from `hbw serve`: ranges on the user's calendar, sums of the day rows compared
+with tests/reference.py computed from the raw stream."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+
+import pytest
+
+from jobs.keys import create_key
+from tests import reference, streams
+from tests.conftest import drain
+from tests.web_client import basic, call
+from worker.producer import enqueue_heartbeats
+
+
+def test_stats_ranges_sum_the_reference(web, db, settings, broker):
+    stream = streams.generate(seed=43, users=3, days=10, invalid_share=0.0)
+    user_id = stream.valid[0]["user_id"]
+    with db.begin() as conn:
+        auth = basic(create_key(conn, user_id))
+    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
+    drain(settings)
+    expected = reference.compute(stream.valid)
+    mine = {key: t for key, t in expected.activity_days.items() if key[0] == user_id}
+    other = sum(
+        t.seconds
+        for (u, _, language), t in expected.languages.items()
+        if u == user_id and language == "Other"
+    )
+    today = dt.datetime.now(dt.UTC).date()
+
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/stats/all_time", headers=auth)
+    assert status == 200
+    data = body["data"]
+    total = sum(t.seconds for t in mine.values())
+    assert data["total_seconds_including_other_language"] == pytest.approx(total, abs=1e-6)
+    assert data["total_seconds"] == pytest.approx(total - other, abs=1e-6)
+    per_day = collections.defaultdict(float)
+    for (_, day, *_), t in mine.items():
+        per_day[day] += t.seconds
+    best = max(per_day, key=per_day.__getitem__)
+    assert (data["best_day"]["date"], data["best_day"]["total_seconds"]) == (
+        str(best),
+        pytest.approx(per_day[best]),
+    )
+    assert data["days_minus_holidays"] == sum(1 for s in per_day.values() if s > 0)
+    assert data["is_including_today"] is True and data["status"] == "ok" and data["timezone"] == "UTC"
+    languages = collections.defaultdict(float)
+    for (u, _, language), t in expected.languages.items():
+        if u == user_id:
+            languages[language] += t.seconds
+    assert {item["name"]: item["total_seconds"] for item in data["languages"]} == pytest.approx(
+        dict(languages)
+    )
+
+    status, body, _ = call(
+        "GET", f"{web}/api/v1/users/current/stats", headers=auth
+    )  # last_7_days, to yesterday
+    week = {d for d in per_day if today - dt.timedelta(days=7) <= d < today}
+    assert body["data"]["range"] == "last_7_days" and body["data"]["is_including_today"] is False
+    assert body["data"]["total_seconds_including_other_language"] == pytest.approx(
+        sum(per_day[d] for d in week)
+    )
+    month = f"{stream.first_day:%Y-%m}"
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/stats/{month}", headers=auth)
+    in_month = sum(s for d, s in per_day.items() if f"{d:%Y-%m}" == month)
+    assert body["data"]["total_seconds_including_other_language"] == pytest.approx(in_month)
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/stats/forever", headers=auth)
+    assert status == 400 and "unknown range" in body["error"]
