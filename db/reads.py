@@ -95,3 +95,14 @@ def select_first_day(conn: sa.Connection, user_id: str):
 def select_range_bounds(conn: sa.Connection, user_id: str, since, until) -> dict[str, Any]:
     params = {"user_id": user_id, "since": since, "until": until}
     return _rows(conn.execute(query("select_range_bounds"), params))[0]
+
+
+def select_all_time(conn: sa.Connection, user_id: str, project: str | None) -> dict[str, Any]:
+    """coding_us, days (with time) and first_day of the user (or of one of their projects)."""
+    return _rows(conn.execute(query("select_all_time"), {"user_id": user_id, "project": project}))[0]
+
+
+def select_day_heartbeats(conn: sa.Connection, user_id: str, day, timeout_us: int) -> list[dict[str, Any]]:
+    """The raw heartbeats of one of the user's days, in order, each with its credited_us."""
+    params = {"user_id": user_id, "day": day, "timeout_us": timeout_us}
+    return _rows(conn.execute(query("select_day_heartbeats"), params))

@@ -159,3 +159,31 @@ SELECT min(day) FROM activity_days WHERE user_id = :user_id
 -- The first instant of a range of the user's days, and the first instant after it.
 SELECT hbw_zone_day_start(zone, CAST(:since AS date)) AS starts, hbw_zone_day_start(zone, CAST(:until AS date) + 1) AS ends
 FROM (SELECT hbw_user_zone(:user_id) AS zone) z
+
+-- name: select_all_time
+-- A user's time over all their days (every heartbeat, or one canonical project's), the number of
+-- days with time, and the first of them.
+WITH days AS (
+    SELECT day, sum(coding_us) AS coding_us FROM activity_days
+    WHERE user_id = :user_id AND CAST(:project AS text) IS NULL GROUP BY day
+    UNION ALL
+    SELECT d.day, sum(d.coding_us) FROM project_days d
+    CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+    WHERE d.user_id = :user_id AND c.project = :project GROUP BY d.day
+)
+SELECT coalesce(sum(coding_us), 0)::bigint AS coding_us, count(*) FILTER (WHERE coding_us > 0) AS days,
+       min(day) AS first_day
+FROM days
+
+-- name: select_day_heartbeats
+-- A user's raw heartbeats of one of their days, in time order, each with the microseconds it is
+-- credited (hbw_credit: the rule the day rows are made with).
+SELECT h.time, h.entity, h.type, h.category, h.project, h.project_root_count, h.branch, h.language,
+       h.dependencies, h.machine, h.line_additions, h.line_deletions, h.lines, h.lineno, h.cursorpos,
+       h.is_write, h.user_agent,
+       hbw_credit(h.time, lead(h.time) OVER (ORDER BY h.time, h.dedup_hash), :timeout_us) AS credited_us
+FROM heartbeats h
+WHERE h.user_id = :user_id
+  AND h.time >= hbw_day_start(:user_id, CAST(:day AS date))
+  AND h.time < hbw_day_start(:user_id, CAST(:day AS date) + 1)
+ORDER BY h.time, h.dedup_hash

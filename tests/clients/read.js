@@ -12,6 +12,8 @@ async function main() {
     goals: await client.getMyGoals(),
     summary: await client.getMySummary({ dateRange: { startDate, endDate } }),
     stats: await client.getMyStats({ range: RANGE.LAST_7_DAYS }),
+    durations: await client.getMyDurations({ date: startDate }),
+    heartbeats: await client.getMyHeartbeats(startDate),
   };
   process.stdout.write(JSON.stringify(out));
 }

@@ -1,5 +1,5 @@
 """Real clients, not hand-written HTTP: npm's wakatime-client (pinned in tests/clients) reads the
-user, projects, user agents, goals, summaries and stats from `hbw serve` as it reads them from WakaTime."""
+user, projects, user agents, goals, summaries, stats, durations and heartbeats from `hbw serve` as it reads them from WakaTime."""
 
 from __future__ import annotations
 
@@ -57,3 +57,11 @@ def test_wakatime_client_from_npm_reads_what_the_workers_stored(web, db, setting
     total = sum(t.seconds for (user, *_), t in expected.activity_days.items() if user == user_id)
     assert answers["summary"]["cumulative_total"]["seconds"] == pytest.approx(total, abs=1e-6)
     assert answers["stats"]["data"]["range"] == "last_7_days" and answers["stats"]["data"]["status"] == "ok"
+    first = {
+        key: t
+        for key, t in expected.activity_days.items()
+        if key[0] == user_id and key[1] == stream.first_day
+    }
+    assert len(answers["heartbeats"]["data"]) == sum(t.count for t in first.values())
+    durations = sum(run["duration"] for run in answers["durations"]["data"])
+    assert durations == pytest.approx(sum(t.seconds for t in first.values()), abs=1e-6)

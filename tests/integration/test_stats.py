@@ -69,3 +69,50 @@ def test_stats_ranges_sum_the_reference(web, db, settings, broker):
     assert body["data"]["total_seconds_including_other_language"] == pytest.approx(in_month)
     status, body, _ = call("GET", f"{web}/api/v1/users/current/stats/forever", headers=auth)
     assert status == 400 and "unknown range" in body["error"]
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/all_time_since_today", headers=auth)
+    assert status == 200 and body["data"]["total_seconds"] == pytest.approx(total, abs=1e-6)
+    assert body["data"]["range"]["start_date"] == str(min(per_day)) and body["data"]["is_up_to_date"] is True
+    project = max(
+        (p for u, p in expected.projects if u == user_id),
+        key=lambda p: expected.projects[(user_id, p)].seconds,
+    )
+    status, body, _ = call(
+        "GET", f"{web}/api/v1/users/current/all_time_since_today?project={project}", headers=auth
+    )
+    assert body["data"]["total_seconds"] == pytest.approx(
+        expected.projects[(user_id, project)].seconds, abs=1e-6
+    )
+    assert body["data"]["project"] == project
+    status, body, _ = call(
+        "GET", f"{web}/api/v1/users/current/all_time_since_today?project=nope", headers=auth
+    )
+    assert status == 404 and "no project" in body["error"]
+
+
+def test_a_days_heartbeats_and_durations_add_up_to_its_day_rows(web, db, settings, broker):
+    stream = streams.generate(seed=47, users=2, days=3, invalid_share=0.0)
+    user_id = stream.valid[0]["user_id"]
+    with db.begin() as conn:
+        auth = basic(create_key(conn, user_id))
+    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
+    drain(settings)
+    expected = reference.compute(stream.valid)
+    day = stream.first_day + dt.timedelta(days=1)
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/heartbeats?date={day}", headers=auth)
+    want = sum(t.count for (u, d, *_), t in expected.activity_days.items() if u == user_id and d == day)
+    assert status == 200 and len(body["data"]) == want and body["timezone"] == "UTC"
+    assert [b["time"] for b in body["data"]] == sorted(b["time"] for b in body["data"])
+    for slice_by in ("entity", "language", "project"):
+        status, body, _ = call(
+            "GET", f"{web}/api/v1/users/current/durations?date={day}&slice_by={slice_by}", headers=auth
+        )
+        per_project = collections.defaultdict(float)
+        for run in body["data"]:
+            if run["project"] is not None:
+                per_project[run["project"]] += run["duration"]
+        projects = {
+            p: t.seconds for (u, d, p), t in expected.project_days.items() if u == user_id and d == day
+        }
+        assert dict(per_project) == pytest.approx(projects), slice_by
+    status, body, _ = call("GET", f"{web}/api/v1/users/current/durations", headers=auth)
+    assert status == 400 and "date" in body["error"]

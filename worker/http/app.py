@@ -45,6 +45,7 @@ from starlette.routing import Route
 from db.errors import describe_error
 from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
+from worker.http.day_reads import day_routes
 from worker.http.groups import IngestGroups, Unavailable
 from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
@@ -257,6 +258,7 @@ def create_app(
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),
         *read_routes(reader),
         *summary_routes(reader),
+        *day_routes(reader, timeout_us=settings.timeout_us),
         *stats_routes(reader, timeout_minutes=round(settings.timeout_seconds / 60)),
         *projects_routes(reader),
         Route("/healthz", healthz, methods=["GET"]),

@@ -1,4 +1,5 @@
-"""WakaTime's stats: ``users/{user}/stats[/{range}]``, one range summed (docs/wakatime-read-api.md).
+"""WakaTime's stats: ``users/{user}/stats[/{range}]``, one range summed, and
+``all_time_since_today`` (docs/wakatime-read-api.md).
 
 Ranges, on the user's calendar: ``last_7_days`` (the default), ``last_30_days``, ``last_6_months``
 and ``last_year`` end yesterday, as WakaTime's do; ``all_time`` runs from the first day with time
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from db import reads as db_reads
+from worker.http.ranges import day_text
 from worker.http.reads import PREFIXES, Reader, iso
 from worker.http.responses import HttpError, json_response
 from worker.http.summaries import day_summary, duration
@@ -140,5 +142,53 @@ def stats_routes(reader: Reader, timeout_minutes: int) -> list[Route]:
         }
         return json_response({"data": data}, 200)
 
+    async def all_time_since_today(request: Request) -> Response:
+        """Everything up to now (or one project's, ?project=): 202 while a time zone change is
+        being recomputed (WakaTime's clients retry), else 200."""
+        user_id = await reader.user(request)
+        project = request.query_params.get("project") or None
+
+        def read(conn) -> dict[str, Any]:
+            today = db_reads.select_local_today(conn, user_id)
+            totals = db_reads.select_all_time(conn, user_id, project)
+            first = totals["first_day"] or today["day"]
+            bounds = db_reads.select_range_bounds(conn, user_id, first, today["day"])
+            return {
+                "today": today,
+                "totals": totals,
+                "first": first,
+                "bounds": bounds,
+                "user": db_reads.select_user_summary(conn, user_id),
+            }
+
+        got = await reader.read(read)
+        totals, first, today = got["totals"], got["first"], got["today"]
+        if project and not totals["days"] and totals["first_day"] is None:
+            raise HttpError(404, f"no project {project!r}")
+        seconds = totals["coding_us"] / 1e6
+        up_to_date = not got["user"]["recomputing"]
+        data = {
+            **{k: v for k, v in duration(seconds, item=False).items() if k not in ("hours", "minutes")},
+            "daily_average": seconds / max(totals["days"], 1),
+            "is_up_to_date": up_to_date,
+            "percent_calculated": 100 if up_to_date else 0,
+            "timeout": timeout_minutes,
+            "range": {
+                "start": iso(got["bounds"]["starts"]),
+                "start_date": str(first),
+                "start_text": day_text(first),
+                "end": iso(got["bounds"]["ends"] - dt.timedelta(seconds=1)),
+                "end_date": str(today["day"]),
+                "end_text": "Today",
+                "timezone": today["zone"],
+            },
+            **({"project": project} if project else {}),
+        }
+        return json_response({"data": data}, 200 if up_to_date else 202)
+
     paths = ("/users/{user}/stats", "/users/{user}/stats/{range}")
-    return [Route(prefix + path, stats, methods=["GET"]) for prefix in PREFIXES for path in paths]
+    routes = [Route(prefix + path, stats, methods=["GET"]) for prefix in PREFIXES for path in paths]
+    return routes + [
+        Route(prefix + "/users/{user}/all_time_since_today", all_time_since_today, methods=["GET"])
+        for prefix in PREFIXES
+    ]
