@@ -106,3 +106,11 @@ def select_day_heartbeats(conn: sa.Connection, user_id: str, day, timeout_us: in
     """The raw heartbeats of one of the user's days, in order, each with its credited_us."""
     params = {"user_id": user_id, "day": day, "timeout_us": timeout_us}
     return _rows(conn.execute(query("select_day_heartbeats"), params))
+
+
+def select_machines(conn: sa.Connection, user_id: str) -> list[dict[str, Any]]:
+    return _rows(conn.execute(query("select_machines"), {"user_id": user_id}))
+
+
+def select_editors(conn: sa.Connection, user_id: str) -> list[dict[str, Any]]:
+    return _rows(conn.execute(query("select_editors"), {"user_id": user_id}))

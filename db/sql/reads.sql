@@ -187,3 +187,16 @@ WHERE h.user_id = :user_id
   AND h.time >= hbw_day_start(:user_id, CAST(:day AS date))
   AND h.time < hbw_day_start(:user_id, CAST(:day AS date) + 1)
 ORDER BY h.time, h.dedup_hash
+
+-- name: select_machines
+-- The machines a user's heartbeats named, with when they were first and last seen.
+SELECT machine, min(first_at) AS first_seen_at, max(last_at) AS last_seen_at, sum(coding_us)::bigint AS coding_us
+FROM activity_days WHERE user_id = :user_id AND machine <> ''
+GROUP BY machine ORDER BY max(last_at) DESC, machine
+
+-- name: select_editors
+-- A user's time per editor (as parsed from their user agents; NULL: not recognised).
+SELECT editor AS name, sum(total_seconds) AS total_seconds, sum(heartbeat_count)::bigint AS heartbeat_count,
+       count(*) AS user_agent_count, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+FROM user_agents WHERE user_id = :user_id
+GROUP BY editor ORDER BY sum(total_seconds) DESC, editor

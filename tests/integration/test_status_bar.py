@@ -82,6 +82,13 @@ def test_the_status_bar_is_today_in_the_users_zone(web, db, settings):
     )
     assert status == 200 and other["data"] == data
 
+    status, machines, _ = call("GET", f"{web}/api/v1/users/current/machine_names", headers=auth)
+    assert status == 200 and [m["value"] for m in machines["data"]] == ["laptop"]
+    status, editors, _ = call("GET", f"{web}/api/v2/editors", headers=auth)
+    assert [(e["name"], e["user_agent_count"]) for e in editors["data"]] == [("VS Code", 1)]
+    agent_seconds = sum(t.seconds for (u, _), t in expected.user_agents.items() if u == "dana")
+    assert editors["data"][0]["total_seconds"] == pytest.approx(agent_seconds, abs=1e-6)
+
 
 def test_summaries_of_a_range_are_the_reference_day_by_day(web, db, settings, broker):
     stream = streams.generate(seed=41, users=3, days=4, invalid_share=0.0)

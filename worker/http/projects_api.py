@@ -10,7 +10,8 @@
   ``is_archived`` and ``aliases`` (the complete list), in one transaction through the code behind
   `hbw project set` and `hbw alias`: 400 for a bad value, 404 for no such project, 409 for an
   alias refused (it would chain or make a cycle), with the reason;
-* ``GET /api/v2/languages``: time, heartbeats and number of projects per language.
+* ``GET /api/v2/languages``: time, heartbeats and number of projects per language;
+* ``GET /api/v2/editors``: time, heartbeats and user agents per editor (named as WakaTime does).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from db import reads as db_reads
 from jobs.projects import AliasRefused, ProjectError, UnknownProject, set_aliases, set_project_metadata
 from worker.http.reads import Reader, iso
 from worker.http.responses import HttpError, json_object, json_response
+from worker.http.summaries import display
 
 SORTS = ("total_seconds", "name", "last_heartbeat_at", "first_heartbeat_at")
 FIELDS = ("display_name", "color", "description", "is_archived")
@@ -159,9 +161,19 @@ def projects_routes(reader: Reader) -> list[Route]:
             row["first_seen_at"], row["last_seen_at"] = iso(row["first_seen_at"]), iso(row["last_seen_at"])
         return json_response({"data": rows, "total": len(rows)}, 200)
 
+    async def editors(request: Request) -> Response:
+        """Time, heartbeats and user agents per editor ("Unknown": not recognised)."""
+        user_id = await reader.user(request)
+        rows = await reader.read(lambda conn: db_reads.select_editors(conn, user_id))
+        for row in rows:
+            row["name"] = display("editors", row["name"])
+            row["first_seen_at"], row["last_seen_at"] = iso(row["first_seen_at"]), iso(row["last_seen_at"])
+        return json_response({"data": rows, "total": len(rows)}, 200)
+
     return [
         Route("/api/v2/projects", list_projects, methods=["GET"]),
         Route("/api/v2/projects/{name:path}", get_project, methods=["GET"]),
         Route("/api/v2/projects/{name:path}", patch_project, methods=["PATCH"]),
         Route("/api/v2/languages", languages, methods=["GET"]),
+        Route("/api/v2/editors", editors, methods=["GET"]),
     ]

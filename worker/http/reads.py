@@ -6,10 +6,11 @@ Every route exists under ``/api/v1/users/{user}/...`` and, as Wakapi offers it, 
 any other user is 403 (nobody reads another user's data). Keys, the per-key rate limit and the
 failed-login limit are the ingest's; answers are JSON, errors ``{"error": "..."}``.
 
-Served now: ``/users/current`` (and PATCH of its ``timezone``), ``projects`` (``?q=``),
-``user_agents``, and quiet answers for what is not modelled, so plugins stay quiet: ``goals``
-(none), ``file_experts`` (none), ``plugins/errors`` (logged, 201). Durations, summaries, stats and
-the status bar follow (issue #18).
+Served here: ``/users/current`` (and PATCH of its ``timezone``), ``projects`` (``?q=``),
+``user_agents``, ``machine_names``, and quiet answers for what is not modelled, so plugins stay
+quiet: ``goals`` (none), ``file_experts`` (none), ``plugins/errors`` (logged, 201). The status bar
+and summaries are in worker.http.summaries, stats in worker.http.stats, a day's heartbeats and
+durations in worker.http.day_reads.
 """
 
 from __future__ import annotations
@@ -188,6 +189,23 @@ def read_routes(reader: Reader) -> list[Route]:
         rows = await reader.read(lambda conn: db_reads.select_user_agents(conn, user_id))
         return json_response({"data": [user_agent_item(row) for row in rows], "total_pages": 1}, 200)
 
+    async def machine_names(request: Request) -> Response:
+        user_id = await reader.user(request)
+        rows = await reader.read(lambda conn: db_reads.select_machines(conn, user_id))
+        data = [
+            {
+                "id": row["machine"],
+                "name": row["machine"],
+                "value": row["machine"],
+                "ip": None,
+                "timezone": None,
+                "last_seen_at": iso(row["last_seen_at"]),
+                "created_at": iso(row["first_seen_at"]),
+            }
+            for row in rows
+        ]
+        return json_response({"data": data, "total_pages": 1}, 200)
+
     async def goals(request: Request) -> Response:
         await reader.user(request)
         return json_response({"data": [], "total": 0, "total_pages": 0}, 200)
@@ -207,6 +225,7 @@ def read_routes(reader: Reader) -> list[Route]:
         ("/users/{user}", change_user, "PATCH"),
         ("/users/{user}/projects", projects, "GET"),
         ("/users/{user}/user_agents", user_agents, "GET"),
+        ("/users/{user}/machine_names", machine_names, "GET"),
         ("/users/{user}/goals", goals, "GET"),
         ("/users/{user}/file_experts", file_experts, "POST"),
         ("/users/{user}/plugins/errors", plugin_errors, "POST"),
