@@ -47,6 +47,7 @@ from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
 from worker.http.day_reads import day_routes
 from worker.http.groups import IngestGroups, Unavailable
+from worker.http.openapi import document
 from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.http.reads import Reader, read_routes
@@ -261,6 +262,7 @@ def create_app(
         *day_routes(reader, timeout_us=settings.timeout_us),
         *stats_routes(reader, timeout_minutes=round(settings.timeout_seconds / 60)),
         *projects_routes(reader),
+        Route("/openapi.json", lambda request: json_response(document(), 200), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
