@@ -8,8 +8,11 @@ all set up and measure the same way.
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import subprocess
 import time
+import urllib.request
 
 import dramatiq
 import redis
@@ -110,3 +113,24 @@ def progress(console: Console) -> Progress:
 def percentiles(samples: list[float]) -> tuple[float, float]:
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return statistics.median(samples), cuts[98]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(port: int, server: subprocess.Popen) -> None:
+    """Until `hbw serve` on `port` answers /readyz (or its process exits)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"hbw serve exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("hbw serve did not become ready")

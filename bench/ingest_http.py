@@ -21,12 +21,12 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 
 import orjson
 import redis
 from rich.console import Console
 
+from bench import harness
 from bench.harness import recreate_database
 from bench.procs import hbw_command
 from db.schema import apply_schema
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, db_url: str, redis_url: str, keys: list[str], client: redis.Redis, console: Console) -> dict:
-    port = _free_port()
+    port = harness.free_port()
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -154,7 +154,7 @@ def run(args, db_url: str, redis_url: str, keys: list[str], client: redis.Redis,
                "--workers", str(args.server_workers)]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(port, server)
+        harness.wait_ready(port, server)
         payloads = bodies(200, args.batch, seed=1)
         outs = [{"latencies": [], "statuses": {}, "heartbeats": 0} for _ in keys]
         sizes = "-".join(map(str, sorted(set(args.batch))))
@@ -212,28 +212,6 @@ def _queued(client: redis.Redis) -> tuple[int, int]:
         messages += 1
         heartbeats += len(orjson.loads(data)["args"][0])
     return messages, heartbeats
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"hbw serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("hbw serve did not become ready")
 
 
 if __name__ == "__main__":
