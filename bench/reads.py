@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import data, harness, phases
-from bench.procs import Workers, hbw_command
+from bench.procs import Workers, cpu_seconds_by_tree, hbw_command
 from jobs.keys import create_key
 from worker.cli.common import servers_for
 from worker.database import get_engine
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--seconds", type=float, default=10, help="per endpoint (default 10)")
     parser.add_argument("--raw-runs", type=int, default=3, help="raw computations per read (default 3)")
+    parser.add_argument("--server-workers", type=int, default=1, help="`hbw serve --workers` (default 1)")
+    parser.add_argument("--only", choices=list(READS), help="only this read")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser
 
@@ -124,7 +126,9 @@ def run(args, console: Console) -> dict:
         heavy_heartbeats = heavy.scalar_one()
     port = harness.free_port()
     server_env = {**env, "HBW_HTTP_RATE_LIMIT_PER_MINUTE": "0"}
-    command = hbw_command("serve", "--host", "127.0.0.1", "--port", str(port))
+    command = hbw_command(
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.server_workers)
+    )
     server = subprocess.Popen(command, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {
         "heartbeats": args.heartbeats,
@@ -134,14 +138,22 @@ def run(args, console: Console) -> dict:
     try:
         harness.wait_ready(port, server)
         for name, (path, target) in READS.items():
+            if args.only and name != args.only:
+                continue
             console.print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...")
+            cpu_before, client_before = cpu_seconds_by_tree({"serve": server.pid}), time.process_time()
             latencies, bad = asyncio.run(load(port, key, path, args.clients, args.seconds))
+            cpu = {
+                "hbw serve": cpu_seconds_by_tree({"serve": server.pid})["serve"] - cpu_before["serve"],
+                "load client": time.process_time() - client_before,
+            }
             results[name] = {
                 "requests_per_s": round(len(latencies) / args.seconds, 1),
                 "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
                 "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
                 "target_p99_ms": target,
                 "errors": len(bad),
+                "cpu_us_per_request": {k: round(v / max(len(latencies), 1) * 1e6) for k, v in cpu.items()},
             }
     finally:
         server.terminate()
@@ -149,6 +161,8 @@ def run(args, console: Console) -> dict:
     today = str(dt.datetime.now(dt.UTC).date())
     with engine.connect() as conn:
         for name, days in RAW_DAYS.items():
+            if name not in results:
+                continue
             since, until = (today if day == "today" else day for day in days)
             params = {"u": data.HEAVY_USER, "t": settings.timeout_us, "since": since, "until": until}
             timings = []
@@ -158,7 +172,7 @@ def run(args, console: Console) -> dict:
                 timings.append(time.perf_counter() - started)
             results[name]["raw_ms"] = round(sorted(timings)[len(timings) // 2] * 1000, 1)
     engine.dispose()
-    results["ok"] = all(results[name]["errors"] == 0 for name in READS)
+    results["ok"] = all(results[name]["errors"] == 0 for name in READS if name in results)
     return results
 
 
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for column in ("read", "requests/s", "p50 ms", "p99 ms", "target p99", "raw SQL ms", "errors"):
         table.add_column(column, justify="left" if column == "read" else "right")
-    for name in READS:
+    for name in (name for name in READS if name in results):
         r = results[name]
         table.add_row(name, f"{r['requests_per_s']:,}", f"{r['p50_ms']}", f"{r['p99_ms']}",
                       f"< {r['target_p99_ms']}", f"{r['raw_ms']:,}", str(r["errors"]))  # fmt: skip
