@@ -211,3 +211,12 @@ def test_the_timezone_header_sets_the_zone_of_a_user_without_one(web, db, settin
     with db.connect() as conn:
         days = conn.execute(sa.text("SELECT day FROM project_days WHERE user_id = 'carol'")).scalars().all()
     assert [str(day) for day in days] == ["2024-06-10"]
+
+
+@pytest.mark.parametrize("web", [{"http_rate_limit_per_minute": 3}], indirect=True)
+def test_reads_share_the_keys_rate_limit(web, db):
+    with db.begin() as conn:
+        auth = basic(create_key(conn, "erin"))
+    answers = [get(web, path, auth)[0] for path in ("/api/v1/users/current", "/api/v2/projects",
+                                                    "/api/v1/users/current/goals", "/api/v1/users/current/stats")]  # fmt: skip
+    assert answers == [200, 200, 200, 429]

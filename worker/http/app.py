@@ -105,7 +105,7 @@ def create_app(
     if engine is None:
         from worker.database import get_engine
 
-        engine = get_engine(settings.database_url)
+        engine = get_engine(settings.database_url, pool_size=20)  # (40 threads read and look keys up)
     budgets = Budgets(
         broker.client,
         broker.namespace,

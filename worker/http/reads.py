@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
@@ -41,9 +42,15 @@ PREFIXES = ("/api/v1", "/api/compat/wakatime/v1")
 AGES = (("year", 31_536_000), ("month", 2_592_000), ("day", 86_400), ("hour", 3_600), ("minute", 60))
 
 
+#: The rate budget a request has to pay before its query: paid on the thread that runs the query,
+#: so a read crosses into a thread once (anyio copies the context there).
+#: (A list, shared by the copies of the context, so a request that reads twice pays once.)
+_BUDGET: ContextVar[list[tuple[bytes, str]]] = ContextVar("hbw_read_budget")
+
+
 class Reader:
-    """What every read does first: the key's user (``{user}`` must be them), its rate budget; then
-    the query, in a read-only transaction on a worker thread."""
+    """What every read does: the key's user (``{user}`` must be them); then, on a worker thread,
+    its rate budget and the query (one transaction, rolled back: reads write nothing)."""
 
     def __init__(
         self,
@@ -58,24 +65,33 @@ class Reader:
 
     async def user(self, request: Request) -> str:
         user_id, key_hash, address = await self.authenticator.authenticate(request)
-        [refused] = await run_in_threadpool(self.budgets.check_many, [(key_hash, address)])
-        if refused is not None:
-            raise refused
         named = request.path_params.get("user", "current")
         if named not in ("current", user_id):
             raise HttpError(403, "an API key reads its own user's data only (use users/current)")
+        _BUDGET.set([(key_hash, address)])
         return user_id
+
+    def _pay(self) -> None:
+        if owed := _BUDGET.get([]):
+            [refused] = self.budgets.check_many([owed.pop()])
+            if refused is not None:
+                raise refused
+
+    async def pay(self) -> None:
+        """The rate budget of a request that reads nothing."""
+        await run_in_threadpool(self._pay)
 
     async def read(self, work: Callable[[sa.Connection], Any]) -> Any:
         def run() -> Any:
-            with self.engine.connect() as conn, conn.begin():
-                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            self._pay()
+            with self.engine.connect() as conn:
                 return work(conn)
 
         return await run_in_threadpool(run)
 
     async def write(self, work: Callable[[sa.Connection], Any]) -> Any:
         def run() -> Any:
+            self._pay()
             with self.engine.begin() as conn:
                 return work(conn)
 
@@ -208,15 +224,18 @@ def read_routes(reader: Reader) -> list[Route]:
 
     async def goals(request: Request) -> Response:
         await reader.user(request)
+        await reader.pay()
         return json_response({"data": [], "total": 0, "total_pages": 0}, 200)
 
     async def file_experts(request: Request) -> Response:
         await reader.user(request)
+        await reader.pay()
         return json_response({"data": []}, 200)
 
     async def plugin_errors(request: Request) -> Response:
         """Plugins report their own errors here; logged (never their payload) and dropped."""
         user_id = await reader.user(request)
+        await reader.pay()
         log.info("http.plugin_error", user_id=user_id, user_agent=request.headers.get("user-agent"))
         return json_response({"data": {}}, 201)
 
