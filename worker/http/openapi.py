@@ -7,6 +7,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from worker.http.summaries import BREAKDOWNS
+
 V1 = "/api/v1/users/{user}"
 COMPAT = "/api/compat/wakatime/v1/users/{user}"
 
@@ -29,18 +31,7 @@ DURATION = _obj(total_seconds=NUM, text=STR, digital=STR, decimal=STR, hours=INT
 ITEM = {"allOf": [_ref("Duration"), _obj(name=STR, percent=NUM, seconds=INT)]}
 DAY = _obj(
     grand_total=_ref("Duration"),
-    **{
-        kind: _list_of(_ref("Item"))
-        for kind in (
-            "categories",
-            "projects",
-            "languages",
-            "editors",
-            "operating_systems",
-            "machines",
-            "dependencies",
-        )
-    },
+    **{kind: _list_of(_ref("Item")) for kind in BREAKDOWNS},
     range=_obj(date=STR, start=STR, end=STR, text=STR, timezone=STR),
 )
 PROJECT = _obj(

@@ -82,17 +82,17 @@ class Reader:
         await run_in_threadpool(self._pay)
 
     async def read(self, work: Callable[[sa.Connection], Any]) -> Any:
-        def run() -> Any:
-            self._pay()
-            with self.engine.connect() as conn:
-                return work(conn)
-
-        return await run_in_threadpool(run)
+        """`work` on a connection whose transaction is rolled back (reads write nothing)."""
+        return await self._run(work, self.engine.connect)
 
     async def write(self, work: Callable[[sa.Connection], Any]) -> Any:
+        """`work` in a transaction committed when it returns."""
+        return await self._run(work, self.engine.begin)
+
+    async def _run(self, work: Callable[[sa.Connection], Any], connect: Callable[[], Any]) -> Any:
         def run() -> Any:
             self._pay()
-            with self.engine.begin() as conn:
+            with connect() as conn:
                 return work(conn)
 
         return await run_in_threadpool(run)

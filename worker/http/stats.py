@@ -23,7 +23,7 @@ from db import reads as db_reads
 from worker.http.ranges import day_text
 from worker.http.reads import PREFIXES, Reader, iso
 from worker.http.responses import HttpError, json_response
-from worker.http.summaries import day_summary, duration
+from worker.http.summaries import BREAKDOWNS, day_summary, duration
 
 NAMES = {
     "last_7_days": "Last 7 Days",
@@ -33,15 +33,6 @@ NAMES = {
     "all_time": "All Time",
 }
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-BREAKDOWNS = (
-    "categories",
-    "projects",
-    "languages",
-    "editors",
-    "operating_systems",
-    "machines",
-    "dependencies",
-)
 #: Stats are sums of day rows: always computed, never stuck, everything visible (to the key's user).
 COMPUTED = {
     "status": "ok",

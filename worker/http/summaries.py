@@ -57,6 +57,8 @@ EDITORS = {
 }
 OPERATING_SYSTEMS = {"linux": "Linux", "macos": "Mac", "windows": "Windows", "wsl": "WSL"}
 KINDS = ("categories", "projects", "languages", "editors", "operating_systems", "machines")
+#: Every breakdown of a WakaTime summary (dependencies: not kept, always empty).
+BREAKDOWNS = (*KINDS, "dependencies")
 
 
 def human(hours: int, minutes: int, seconds: int) -> str:
@@ -147,8 +149,8 @@ def summary_routes(reader: Reader) -> list[Route]:
         def read(conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             today = db_reads.select_local_today(conn, user_id)
             if params.get("timezone") and params["timezone"] != today["zone"]:
-                raise HttpError(400, f"days are kept in the user's time zone, {today['zone']}: change it "
-                                     "with PATCH /api/v1/users/current, not per request")  # fmt: skip
+                zone = today["zone"]
+                raise HttpError(400, f"days are kept in the user's time zone, {zone}: change it with PATCH")
             since, until = requested_days(params, today["day"])
             days = db_reads.select_local_days(conn, user_id, since, until)
             if project:
