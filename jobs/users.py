@@ -40,12 +40,13 @@ def set_time_zone(conn: sa.Connection, user_id: str, zone: str) -> list[Key]:
     if not zone or len(zone) > 64 or not db_users.is_known_zone(conn, zone):
         raise ZoneRefused(f"{zone!r} is not a time zone: use an IANA name like Europe/Paris or UTC")
     lock_users(conn, [user_id])
-    if time_zone(conn, user_id) == zone:
+    current = time_zone(conn, user_id)
+    if current == zone:
         db_users.upsert_user_zone(conn, user_id, zone)
         return []
     if pruned := db_users.count_pruned_days(conn, user_id):
         raise ZoneRefused(
-            f"{user_id!r} has {pruned} pruned day(s), counted in {time_zone(conn, user_id)}: their raw "
+            f"{user_id!r} has {pruned} pruned day(s), counted in {current}: their raw "
             "heartbeats are gone, so the history cannot move to another time zone"
         )
     db_users.upsert_user_zone(conn, user_id, zone)

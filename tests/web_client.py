@@ -13,8 +13,12 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from tests.conftest import free_port
+from jobs.keys import create_key
+from jobs.users import set_time_zone
+from tests import reference, streams
+from tests.conftest import drain, free_port
 from worker.http.limits import uvicorn_options
+from worker.producer import enqueue_heartbeats
 from worker.settings import Settings
 
 BULK = "/api/v1/users/current/heartbeats.bulk"
@@ -64,3 +68,17 @@ def basic(key: str) -> dict[str, str]:
 
 def queued(broker) -> int:
     return broker.client.llen(f"{broker.namespace}:heartbeats")
+
+
+def stored_stream(db, broker, settings, *, seed: int, users: int, days: int, zone: str | None = None):
+    """A stream stored by the workers, and its first user with an API key (and `zone`):
+    (stream, the reference computed from it, user_id, the Basic auth header of the key)."""
+    stream = streams.generate(seed=seed, users=users, days=days, invalid_share=0.0)
+    user_id = stream.valid[0]["user_id"]
+    with db.begin() as conn:
+        auth = basic(create_key(conn, user_id))
+        if zone:
+            set_time_zone(conn, user_id, zone)
+    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
+    drain(settings)
+    return stream, reference.compute(stream.valid, zones={user_id: zone} if zone else None), user_id, auth

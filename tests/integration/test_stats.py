@@ -8,21 +8,11 @@ import datetime as dt
 
 import pytest
 
-from jobs.keys import create_key
-from tests import reference, streams
-from tests.conftest import drain
-from tests.web_client import basic, call
-from worker.producer import enqueue_heartbeats
+from tests.web_client import call, stored_stream
 
 
 def test_stats_ranges_sum_the_reference(web, db, settings, broker):
-    stream = streams.generate(seed=43, users=3, days=10, invalid_share=0.0)
-    user_id = stream.valid[0]["user_id"]
-    with db.begin() as conn:
-        auth = basic(create_key(conn, user_id))
-    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
-    drain(settings)
-    expected = reference.compute(stream.valid)
+    stream, expected, user_id, auth = stored_stream(db, broker, settings, seed=43, users=3, days=10)
     mine = {key: t for key, t in expected.activity_days.items() if key[0] == user_id}
     other = sum(
         t.seconds
@@ -90,13 +80,7 @@ def test_stats_ranges_sum_the_reference(web, db, settings, broker):
 
 
 def test_a_days_heartbeats_and_durations_add_up_to_its_day_rows(web, db, settings, broker):
-    stream = streams.generate(seed=47, users=2, days=3, invalid_share=0.0)
-    user_id = stream.valid[0]["user_id"]
-    with db.begin() as conn:
-        auth = basic(create_key(conn, user_id))
-    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
-    drain(settings)
-    expected = reference.compute(stream.valid)
+    stream, expected, user_id, auth = stored_stream(db, broker, settings, seed=47, users=2, days=3)
     day = stream.first_day + dt.timedelta(days=1)
     status, body, _ = call("GET", f"{web}/api/v1/users/current/heartbeats?date={day}", headers=auth)
     want = sum(t.count for (u, d, *_), t in expected.activity_days.items() if u == user_id and d == day)

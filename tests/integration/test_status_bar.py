@@ -12,11 +12,10 @@ import pytest
 
 from jobs.keys import create_key
 from jobs.users import set_time_zone
-from tests import reference, streams
+from tests import reference
 from tests.conftest import drain
-from tests.web_client import basic, call
+from tests.web_client import basic, call, stored_stream
 from worker.http.summaries import display
-from worker.producer import enqueue_heartbeats
 
 UA = "wakatime/v1.90.0 (linux-6.5.0-15-generic-x86_64) go1.21.5 vscode/1.85.1 vscode-wakatime/24.4.0"
 ZONE = "Asia/Kolkata"
@@ -91,14 +90,9 @@ def test_the_status_bar_is_today_in_the_users_zone(web, db, settings):
 
 
 def test_summaries_of_a_range_are_the_reference_day_by_day(web, db, settings, broker):
-    stream = streams.generate(seed=41, users=3, days=4, invalid_share=0.0)
-    user_id = stream.valid[0]["user_id"]
-    with db.begin() as conn:
-        auth = basic(create_key(conn, user_id))
-        set_time_zone(conn, user_id, "America/New_York")
-    enqueue_heartbeats(stream.items, batch_size=300, broker=broker)
-    drain(settings)
-    expected = reference.compute(stream.valid, zones={user_id: "America/New_York"})
+    stream, expected, user_id, auth = stored_stream(
+        db, broker, settings, seed=41, users=3, days=4, zone="America/New_York"
+    )
     since, until = stream.first_day - dt.timedelta(days=1), stream.last_day + dt.timedelta(days=1)
     url = f"{web}/api/v1/users/current/summaries?start={since}&end={until}&branches="
     status, body, _ = call("GET", url, headers=auth)

@@ -82,7 +82,8 @@ def stats_routes(reader: Reader, timeout_minutes: int) -> list[Route]:
 
         def read(conn) -> dict[str, Any]:
             today = db_reads.select_local_today(conn, user_id)
-            since, until, name = stats_days(key, today["day"], db_reads.select_first_day(conn, user_id))
+            first = db_reads.select_first_day(conn, user_id) if key == "all_time" else None
+            since, until, name = stats_days(key, today["day"], first)
             return {
                 "today": today,
                 "since": since,
