@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 11
+-- schema-version: 12
 
 -- ---------------------------------------------------------------------------------------------
 -- Keys
@@ -192,16 +192,18 @@ CREATE INDEX IF NOT EXISTS language_days_project ON language_days (user_id, proj
 -- A user agent may be 1024 characters, 4 kB of UTF-8: more than a btree entry holds (~2.7 kB),
 -- so user-agent rows are keyed by agent_key = hbw_text_key(user_agent), not by the text itself.
 -- Every other key (user_id, project, language: at most 255 / 255 / 64 characters) fits as text.
+-- Per raw project too ('' for heartbeats without one), so an editor's projects can be counted.
 CREATE TABLE IF NOT EXISTS user_agent_days (
     user_id          text        NOT NULL,
     day              date        NOT NULL,
     user_agent       text        NOT NULL,
     agent_key        bytea       NOT NULL,
+    project          text        NOT NULL,
     coding_us        bigint      NOT NULL,
     heartbeat_count  integer     NOT NULL,
     first_at         timestamptz NOT NULL,
     last_at          timestamptz NOT NULL,
-    PRIMARY KEY (user_id, day, agent_key)
+    PRIMARY KEY (user_id, day, agent_key, project)
 );
 -- (Upgrades from schema 5, keyed by the text, follow the user_agents table.)
 
@@ -289,6 +291,17 @@ BEGIN
         UPDATE user_agents SET agent_key = hbw_text_key(user_agent);
         ALTER TABLE user_agents ALTER COLUMN agent_key SET NOT NULL,
             DROP CONSTRAINT user_agents_pkey, ADD PRIMARY KEY (user_id, agent_key);
+    END IF;
+END $$;
+-- From schema 11: one row per user agent and day, all projects together. Their rows move to
+-- project '' until `hbw backfill --force` splits them (the sums per user agent stay right).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'user_agent_days' AND column_name = 'project') THEN
+        ALTER TABLE user_agent_days ADD COLUMN project text NOT NULL DEFAULT '';
+        ALTER TABLE user_agent_days ALTER COLUMN project DROP DEFAULT,
+            DROP CONSTRAINT user_agent_days_pkey, ADD PRIMARY KEY (user_id, day, agent_key, project);
     END IF;
 END $$;
 DROP INDEX IF EXISTS user_agent_days_agent;
@@ -480,13 +493,14 @@ $$;
 -- without a project), its project's and language's ('Other' without a language; none without a
 -- project), its user agent's (none without one), and its category's and machine's (always: ''
 -- without a machine). The store's deltas and the recomputation both use it. The third column is
--- the second key of a day row: a languages row's language, an activity row's machine.
+-- the second key of a day row: a languages row's language, a user agent row's raw project ('' without
+-- one), an activity row's machine.
 CREATE OR REPLACE FUNCTION hbw_feeds(project text, language text, user_agent text, category text, machine text)
 RETURNS TABLE (job text, name text, language text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT v.job, v.name, v.language
     FROM (VALUES ('projects', project, NULL::text), ('languages', project, coalesce(language, 'Other')),
-                 ('user_agents', user_agent, NULL::text), ('activity', category, coalesce(machine, '')))
+                 ('user_agents', user_agent, coalesce(project, '')), ('activity', category, coalesce(machine, '')))
          AS v(job, name, language)
     WHERE v.name IS NOT NULL
 $$;

@@ -2,7 +2,9 @@
 
 Stores the benchmark's data set (half of it one heavy user with two years of history) through the
 real workers, plus a session of the heavy user today, starts `hbw serve`, and reads from it with
-concurrent keep-alive clients (coroutines of one process), one endpoint at a time: the status bar
+concurrent keep-alive clients (coroutines of one process), one endpoint at a time, first as fast
+as they can (the throughput, and latency at saturation: clients / throughput), then paced at half
+that throughput (``--pace``: latency at a load the machine sustains): the status bar
 (today), summaries of 7 days, stats of a year of history (``stats/2025``: the data set ends
 2026-01-01, so ``last_year`` would hold one month of it) and the first page of projects. Each is
 also computed from the raw heartbeats in SQL (hbw_day_rows, the definition the day rows are
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--seconds", type=float, default=10, help="per endpoint (default 10)")
+    parser.add_argument(
+        "--pace", type=float, default=0.5,
+        help="then the same clients paced at this share of the throughput measured (default 0.5)",
+    )  # fmt: skip
     parser.add_argument("--raw-runs", type=int, default=3, help="raw computations per read (default 3)")
     parser.add_argument("--server-workers", type=int, default=1, help="`hbw serve --workers` (default 1)")
     parser.add_argument("--only", choices=list(READS), help="only this read")
@@ -74,14 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def reader(
-    port: int, key: str, path: str, stop: asyncio.Event, out: list[float], bad: list[int]
+    port: int, key: str, path: str, stop: asyncio.Event, out: list[float], bad: list[int], every: float | None
 ) -> None:
-    """One keep-alive connection reading `path` until `stop`."""
+    """One keep-alive connection reading `path` until `stop`: back to back (``every`` None), or
+    one request per ``every`` seconds, each timed from when it was due (a late answer delays the
+    next request, and that wait counts: no coordinated omission)."""
     auth = base64.b64encode(key.encode()).decode()
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n".encode()
     stream_in, stream_out = await asyncio.open_connection("127.0.0.1", port)
+    due = time.perf_counter() + random.random() * (every or 0)
     while not stop.is_set():
-        started = time.perf_counter()
+        if every is not None:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        started = due if every is not None else time.perf_counter()
+        due += every or 0
         stream_out.write(request)
         status_line, *headers = (await stream_in.readuntil(b"\r\n\r\n")).split(b"\r\n")
         length = next(int(h.split(b":")[1]) for h in headers if h.lower().startswith(b"content-length:"))
@@ -92,13 +104,36 @@ async def reader(
     stream_out.close()
 
 
-async def load(port: int, key: str, path: str, clients: int, seconds: float) -> tuple[list[float], list[int]]:
+async def load(
+    port: int, key: str, path: str, clients: int, seconds: float, rate: float | None = None
+) -> tuple[list[float], list[int]]:
+    """`clients` connections for `seconds`: as fast as they can, or `rate` requests/s in all."""
     stop, latencies, bad = asyncio.Event(), [], []
-    tasks = [asyncio.create_task(reader(port, key, path, stop, latencies, bad)) for _ in range(clients)]
+    every = clients / rate if rate else None
+    tasks = [
+        asyncio.create_task(reader(port, key, path, stop, latencies, bad, every)) for _ in range(clients)
+    ]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*tasks)
     return sorted(latencies), bad
+
+
+def measure(port: int, key: str, path: str, pid: int, args, rate: float | None = None) -> dict:
+    """Requests/s, latencies, errors and CPU per request (by process) of one load."""
+    cpu_before, client_before = cpu_seconds_by_tree({"serve": pid}), time.process_time()
+    latencies, bad = asyncio.run(load(port, key, path, args.clients, args.seconds, rate))
+    cpu = {
+        "hbw serve": cpu_seconds_by_tree({"serve": pid})["serve"] - cpu_before["serve"],
+        "load client": time.process_time() - client_before,
+    }
+    return {
+        "requests_per_s": round(len(latencies) / args.seconds, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        "errors": len(bad),
+        "cpu_us_per_request": {k: round(v / max(len(latencies), 1) * 1e6) for k, v in cpu.items()},
+    }
 
 
 def today_session(now: float) -> list[dict]:
@@ -140,21 +175,11 @@ def run(args, console: Console) -> dict:
         for name, (path, target) in READS.items():
             if args.only and name != args.only:
                 continue
-            console.print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...")
-            cpu_before, client_before = cpu_seconds_by_tree({"serve": server.pid}), time.process_time()
-            latencies, bad = asyncio.run(load(port, key, path, args.clients, args.seconds))
-            cpu = {
-                "hbw serve": cpu_seconds_by_tree({"serve": server.pid})["serve"] - cpu_before["serve"],
-                "load client": time.process_time() - client_before,
-            }
-            results[name] = {
-                "requests_per_s": round(len(latencies) / args.seconds, 1),
-                "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-                "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
-                "target_p99_ms": target,
-                "errors": len(bad),
-                "cpu_us_per_request": {k: round(v / max(len(latencies), 1) * 1e6) for k, v in cpu.items()},
-            }
+            console.print(f"{name}: {args.clients} clients for {args.seconds:.0f} s, then paced ...")
+            results[name] = {"target_p99_ms": target, **measure(port, key, path, server.pid, args)}
+            rate = results[name]["requests_per_s"] * args.pace
+            paced = measure(port, key, path, server.pid, args, rate)
+            results[name]["paced"] = {"offered_per_s": round(rate, 1), **paced}
     finally:
         server.terminate()
         server.wait(30)
@@ -172,7 +197,9 @@ def run(args, console: Console) -> dict:
                 timings.append(time.perf_counter() - started)
             results[name]["raw_ms"] = round(sorted(timings)[len(timings) // 2] * 1000, 1)
     engine.dispose()
-    results["ok"] = all(results[name]["errors"] == 0 for name in READS if name in results)
+    results["ok"] = all(
+        results[name]["errors"] == results[name]["paced"]["errors"] == 0 for name in READS if name in results
+    )
     return results
 
 
@@ -188,12 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(
         title=f"reads of a user with {results['heavy_user_heartbeats']:,} heartbeats, {args.clients} clients"
     )
-    for column in ("read", "requests/s", "p50 ms", "p99 ms", "target p99", "raw SQL ms", "errors"):
+    columns = ("read", "requests/s", "p50 ms", "p99 ms", f"paced at {args.pace:.0%}: req/s", "p50 ms",
+               "p99 ms", "target p99", "raw SQL ms", "errors")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "read" else "right")
     for name in (name for name in READS if name in results):
-        r = results[name]
+        r, paced = results[name], results[name]["paced"]
         table.add_row(name, f"{r['requests_per_s']:,}", f"{r['p50_ms']}", f"{r['p99_ms']}",
-                      f"< {r['target_p99_ms']}", f"{r['raw_ms']:,}", str(r["errors"]))  # fmt: skip
+                      f"{paced['requests_per_s']:,}", f"{paced['p50_ms']}", f"{paced['p99_ms']}",
+                      f"< {r['target_p99_ms']}", f"{r['raw_ms']:,}",
+                      str(r["errors"] + paced["errors"]))  # fmt: skip
     Console().print(table)
     if args.json:
         with open(args.json, "w") as f:

@@ -120,6 +120,10 @@ class Reference:
     credited_us: dict[bytes, int] = field(default_factory=dict)
     #: (user, local day, project) -> the project's day row.
     project_days: dict[tuple[str, dt.date, str], Totals] = field(default_factory=lambda: defaultdict(Totals))
+    #: (user, local day, user agent, raw project or '') -> the user agent's day row.
+    user_agent_days: dict[tuple[str, dt.date, str, str], Totals] = field(
+        default_factory=lambda: defaultdict(Totals)
+    )
     #: (user, local day, category, machine or '') -> every heartbeat's day row (docs/spec.md, 4).
     activity_days: dict[tuple[str, dt.date, str, str], Totals] = field(
         default_factory=lambda: defaultdict(Totals)
@@ -160,5 +164,7 @@ def compute(
                 ref.languages[(user_id, project, beat.language or "Other")].add(beat, credited)
             if beat.user_agent is not None:
                 ref.user_agents[(user_id, beat.user_agent)].add(beat, credited)
+                agent_day = (user_id, days[index], beat.user_agent, beat.project or "")
+                ref.user_agent_days[agent_day].add(beat, credited)
             ref.activity_days[(user_id, days[index], beat.category, beat.machine or "")].add(beat, credited)
     return ref

@@ -52,6 +52,13 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
                     f" {', '.join(PARSED)} FROM user_agents"
                 )
             },
+            "user_agent_days": {
+                (r[0], r[1], r[2], r[3]): r[4:]
+                for r in rows(
+                    "SELECT user_id, day, user_agent, project, first_at, last_at, coding_us / 1e6::float8,"
+                    " heartbeat_count FROM user_agent_days"
+                )
+            },
             "activity_days": {
                 (r[0], r[1], r[2], r[3]): r[4:]
                 for r in rows(
@@ -106,6 +113,7 @@ def diff(ref: Reference, snap: dict[str, Any]) -> list[str]:
             problems.append(f"user_agents{key}: parsed {got}, want {want}")
 
     compare("user_agents", ref.user_agents, snap["user_agents"], parsed)
+    compare("user_agent_days", ref.user_agent_days, snap["user_agent_days"])
     compare("activity_days", ref.activity_days, snap["activity_days"])
     if snap["pending"]:
         problems.append(f"{snap['pending']} derived updates still pending")

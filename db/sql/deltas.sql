@@ -122,23 +122,23 @@ WITH claimed AS (
 SELECT count(*) FROM claimed
 
 -- name: apply_user_agent_day_deltas
--- user_agents, first half: the day rows. Returns the totals' deltas per (user, user agent), which
+-- user_agents, first half: the day rows (per user agent and raw project). Returns the totals' deltas per (user, user agent), which
 -- the caller adds with the parsed parts (apply_user_agent_totals).
 WITH claimed AS (
     DELETE FROM derived_deltas d USING json_array_elements_text(CAST(:user_ids AS json)) AS u(user_id)
     WHERE d.job = 'user_agents' AND d.user_id = u.user_id AND (d.failed_at IS NULL OR :failed)
-    RETURNING d.user_id, day, name, coding_us, heartbeat_count, first_at, last_at
+    RETURNING d.user_id, day, name, language AS project, coding_us, heartbeat_count, first_at, last_at
 ), days AS (
-    SELECT user_id, day, name, hbw_text_key(name) AS agent_key, sum(coding_us)::bigint AS coding_us,
+    SELECT user_id, day, name, hbw_text_key(name) AS agent_key, project, sum(coding_us)::bigint AS coding_us,
            sum(heartbeat_count)::int AS heartbeat_count, coalesce(min(first_at), 'infinity') AS first_at,
            coalesce(max(last_at), '-infinity') AS last_at
-    FROM claimed GROUP BY user_id, day, name
+    FROM claimed GROUP BY user_id, day, name, project
 ), day_rows AS (
     INSERT INTO user_agent_days AS d
-        (user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at)
-    SELECT user_id, day, name, agent_key, coding_us, heartbeat_count, first_at, last_at
-    FROM days ORDER BY user_id, day, agent_key
-    ON CONFLICT (user_id, day, agent_key) DO UPDATE
+        (user_id, day, user_agent, agent_key, project, coding_us, heartbeat_count, first_at, last_at)
+    SELECT user_id, day, name, agent_key, project, coding_us, heartbeat_count, first_at, last_at
+    FROM days ORDER BY user_id, day, agent_key, project
+    ON CONFLICT (user_id, day, agent_key, project) DO UPDATE
     SET coding_us = d.coding_us + excluded.coding_us, heartbeat_count = d.heartbeat_count + excluded.heartbeat_count,
         first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
 )

@@ -112,8 +112,8 @@ CROSS JOIN generate_series(CAST(:since AS date), CAST(:until AS date), interval 
 ORDER BY d
 
 -- name: select_project_day_breakdown
--- select_day_breakdown for one (canonical) project: its time and its languages; the other kinds
--- are not kept per project.
+-- select_day_breakdown for one (canonical) project: its time, languages, editors and operating
+-- systems; categories and machines are not kept per project.
 SELECT 'projects' AS kind, d.day, c.project AS name, sum(d.coding_us)::bigint AS coding_us
 FROM project_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
 WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
@@ -123,6 +123,14 @@ SELECT 'languages', d.day, d.language, sum(d.coding_us)::bigint
 FROM language_days d CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
 WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
 GROUP BY d.day, d.language
+UNION ALL
+SELECT kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END, sum(d.coding_us)::bigint
+FROM user_agent_days d
+CROSS JOIN LATERAL hbw_canonical_project(d.user_id, d.project) AS c
+JOIN user_agents u ON u.user_id = d.user_id AND u.agent_key = d.agent_key
+CROSS JOIN (VALUES ('editors'), ('operating_systems')) AS k(kind)
+WHERE d.user_id = :user_id AND d.day BETWEEN :since AND :until AND c.project = :project
+GROUP BY kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END
 
 -- name: select_range_breakdown
 -- select_day_breakdown summed over the range (one row per kind and name), plus each day's grand
@@ -195,8 +203,22 @@ FROM activity_days WHERE user_id = :user_id AND machine <> ''
 GROUP BY machine ORDER BY max(last_at) DESC, machine
 
 -- name: select_editors
--- A user's time per editor (as parsed from their user agents; NULL: not recognised).
-SELECT editor AS name, sum(total_seconds) AS total_seconds, sum(heartbeat_count)::bigint AS heartbeat_count,
-       count(*) AS user_agent_count, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
-FROM user_agents WHERE user_id = :user_id
-GROUP BY editor ORDER BY sum(total_seconds) DESC, editor
+-- A user's time per editor (as parsed from their user agents; NULL: not recognised), and in how
+-- many (canonical) projects it was used.
+WITH editors AS (
+    SELECT editor, sum(total_seconds) AS total_seconds, sum(heartbeat_count)::bigint AS heartbeat_count,
+           count(*) AS user_agent_count, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+    FROM user_agents WHERE user_id = :user_id
+    GROUP BY editor
+), projects AS (
+    SELECT u.editor, count(DISTINCT c.project) AS project_count
+    FROM (SELECT DISTINCT agent_key, project FROM user_agent_days
+          WHERE user_id = :user_id AND project <> '') AS d
+    JOIN user_agents u ON u.user_id = :user_id AND u.agent_key = d.agent_key
+    CROSS JOIN LATERAL hbw_canonical_project(:user_id, d.project) AS c
+    GROUP BY u.editor
+)
+SELECT e.editor AS name, e.total_seconds, e.heartbeat_count, coalesce(p.project_count, 0) AS project_count,
+       e.user_agent_count, e.first_seen_at, e.last_seen_at
+FROM editors e LEFT JOIN projects p ON p.editor IS NOT DISTINCT FROM e.editor
+ORDER BY e.total_seconds DESC, e.editor

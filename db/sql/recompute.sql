@@ -55,14 +55,14 @@ WITH keys AS (
     DELETE FROM user_agent_days d USING keys k
     WHERE d.user_id = k.user_id AND d.day = k.day
       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.job = 'user_agents' AND f.user_id = d.user_id
-                      AND f.day = d.day AND hbw_text_key(f.name) = d.agent_key)
+                      AND f.day = d.day AND hbw_text_key(f.name) = d.agent_key AND f.language = d.project)
     RETURNING 'user_agents' AS job, d.user_id, d.user_agent AS name
 ), user_agents AS (
     INSERT INTO user_agent_days AS d
-        (user_id, day, user_agent, agent_key, coding_us, heartbeat_count, first_at, last_at)
-    SELECT user_id, day, name, hbw_text_key(name), coding_us, heartbeat_count, first_at, last_at
-    FROM fresh WHERE job = 'user_agents' ORDER BY user_id, day, hbw_text_key(name)
-    ON CONFLICT (user_id, day, agent_key) DO UPDATE
+        (user_id, day, user_agent, agent_key, project, coding_us, heartbeat_count, first_at, last_at)
+    SELECT user_id, day, name, hbw_text_key(name), language, coding_us, heartbeat_count, first_at, last_at
+    FROM fresh WHERE job = 'user_agents' ORDER BY user_id, day, hbw_text_key(name), language
+    ON CONFLICT (user_id, day, agent_key, project) DO UPDATE
     SET coding_us = excluded.coding_us, heartbeat_count = excluded.heartbeat_count,
         first_at = excluded.first_at, last_at = excluded.last_at
     WHERE (d.coding_us, d.heartbeat_count, d.first_at, d.last_at)

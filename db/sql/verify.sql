@@ -61,7 +61,7 @@ ORDER BY 1, 2, 3
 -- name: verify_user_agent_days
 -- Stored user_agent_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
-    SELECT user_id, day, name AS user_agent, coding_us, heartbeat_count, first_at, last_at
+    SELECT user_id, day, name AS user_agent, language AS project, coding_us, heartbeat_count, first_at, last_at
     FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
     WHERE job = 'user_agents'
 ), stored AS (
@@ -71,11 +71,12 @@ WITH expected AS (
       ON d.user_id = k.user_id AND d.day = k.day
 )
 SELECT coalesce(e.user_id, s.user_id) AS user_id, coalesce(e.day, s.day) AS day,
-       coalesce(e.user_agent, s.user_agent) AS name,
+       coalesce(e.user_agent, s.user_agent) || ' / ' || coalesce(e.project, s.project) AS name,
        s.coding_us / 1e6 AS stored_seconds, e.coding_us / 1e6 AS expected_seconds,
        s.heartbeat_count AS stored_count, e.heartbeat_count AS expected_count
 FROM expected e
 FULL JOIN stored s ON e.user_id = s.user_id AND e.day = s.day AND e.user_agent = s.user_agent
+                   AND e.project = s.project
 WHERE (e.coding_us, e.heartbeat_count, e.first_at, e.last_at)
       IS DISTINCT FROM (s.coding_us, s.heartbeat_count, s.first_at, s.last_at)
 ORDER BY 1, 2, 3

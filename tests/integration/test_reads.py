@@ -11,9 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.keys import create_key
+from jobs.user_agents import parse_user_agent
 from tests import reference, streams
 from tests.conftest import drain
 from tests.web_client import basic, call
+from worker.http.summaries import display
 from worker.producer import enqueue_heartbeats
 
 
@@ -90,6 +92,20 @@ def test_search_language_and_one_project_match_the_reference(web, populated):
     }
     got = {row["name"]: row["total_seconds"] for row in body["data"]}
     assert got == pytest.approx({lang: seconds for lang, (seconds, _) in per_language.items()}, abs=1e-6)
+
+
+def test_editors_are_the_reference_with_their_projects(web, populated):
+    _, expected, user_id, auth = populated
+    seconds, projects = collections.defaultdict(float), collections.defaultdict(set)
+    for (user, _, agent, project), totals in expected.user_agent_days.items():
+        if user == user_id:
+            editor = display("editors", parse_user_agent(agent).editor)
+            seconds[editor] += totals.seconds
+            projects[editor] |= {project} - {""}
+    status, body = get(web, "/api/v2/editors", auth)
+    assert status == 200 and body["total"] == len(seconds) >= 2
+    assert {e["name"]: e["project_count"] for e in body["data"]} == {e: len(p) for e, p in projects.items()}
+    assert {e["name"]: e["total_seconds"] for e in body["data"]} == pytest.approx(dict(seconds), abs=1e-6)
 
 
 def test_patch_sets_metadata_and_aliases_in_one_go(web, populated):

@@ -50,12 +50,15 @@ def test_user_agent_rows_of_schema_5_are_rekeyed_and_kept(server_urls):
                 WHERE c.contype = 'p' AND a.attrelid = c.conrelid AND a.attnum = k.attnum
                   AND c.conrelid::regclass::text IN ('user_agent_days', 'user_agents')
                 GROUP BY 1""")).all()  # fmt: skip
-            assert dict(keys) == {"user_agent_days": ["user_id", "day", "agent_key"],
+            assert dict(keys) == {"user_agent_days": ["user_id", "day", "agent_key", "project"],
                                   "user_agents": ["user_id", "agent_key"]}  # fmt: skip
             rows = conn.execute(sa.text("SELECT count(*) FROM user_agent_days d JOIN user_agents u "
                                         "USING (user_id, user_agent, agent_key) "
                                         "WHERE agent_key = hbw_text_key('vim/9.0')")).scalar_one()  # fmt: skip
             assert rows == 1
+            # schema 12 split the day rows by project: history's rows wait under '' for a backfill
+            projects = conn.execute(sa.text("SELECT project FROM user_agent_days")).scalars().all()
+            assert projects == [""]
     finally:
         engine.dispose()
         with admin.connect() as conn:

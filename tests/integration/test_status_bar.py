@@ -11,6 +11,7 @@ import time
 import pytest
 
 from jobs.keys import create_key
+from jobs.user_agents import parse_user_agent
 from jobs.users import set_time_zone
 from tests import reference
 from tests.conftest import drain
@@ -84,7 +85,9 @@ def test_the_status_bar_is_today_in_the_users_zone(web, db, settings):
     status, machines, _ = call("GET", f"{web}/api/v1/users/current/machine_names", headers=auth)
     assert status == 200 and [m["value"] for m in machines["data"]] == ["laptop"]
     status, editors, _ = call("GET", f"{web}/api/v2/editors", headers=auth)
-    assert [(e["name"], e["user_agent_count"]) for e in editors["data"]] == [("VS Code", 1)]
+    assert [(e["name"], e["user_agent_count"], e["project_count"]) for e in editors["data"]] == [
+        ("VS Code", 1, len({p for (u, _, _, p) in expected.user_agent_days if u == "dana" and p}))
+    ]
     agent_seconds = sum(t.seconds for (u, _), t in expected.user_agents.items() if u == "dana")
     assert editors["data"][0]["total_seconds"] == pytest.approx(agent_seconds, abs=1e-6)
 
@@ -116,6 +119,15 @@ def test_summaries_of_a_range_are_the_reference_day_by_day(web, db, settings, br
     )
     status, body, _ = call("GET", f"{url}&project={project}", headers=auth)
     assert body["cumulative_total"]["seconds"] == pytest.approx(expected.projects[(user_id, project)].seconds)
+    editors = collections.defaultdict(float)  # the project's editors, from the user agents' day rows
+    for (u, _, agent, p), t in expected.user_agent_days.items():
+        if (u, p) == (user_id, project):
+            editors[display("editors", parse_user_agent(agent).editor)] += t.seconds
+    got = collections.defaultdict(float)
+    for summary in body["data"]:
+        for editor in summary["editors"]:
+            got[editor["name"]] += editor["total_seconds"]
+    assert dict(got) == pytest.approx(dict(editors), abs=1e-5) and len(editors) >= 1
 
     status, body, _ = call(
         "GET", f"{web}/api/v1/users/current/summaries?range=Last 7 Days".replace(" ", "%20"), headers=auth

@@ -11,7 +11,8 @@
   `hbw project set` and `hbw alias`: 400 for a bad value, 404 for no such project, 409 for an
   alias refused (it would chain or make a cycle), with the reason;
 * ``GET /api/v2/languages``: time, heartbeats and number of projects per language;
-* ``GET /api/v2/editors``: time, heartbeats and user agents per editor (named as WakaTime does).
+* ``GET /api/v2/editors``: time, heartbeats, projects and user agents per editor (named as WakaTime
+  does).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def projects_routes(reader: Reader) -> list[Route]:
         return json_response({"data": rows, "total": len(rows)}, 200)
 
     async def editors(request: Request) -> Response:
-        """Time, heartbeats and user agents per editor ("Unknown": not recognised)."""
+        """Time, heartbeats, projects and user agents per editor ("Unknown": not recognised)."""
         user_id = await reader.user(request)
         rows = await reader.read(lambda conn: db_reads.select_editors(conn, user_id))
         for row in rows:

@@ -1,8 +1,9 @@
 """WakaTime's time summaries, from the day rows: the status bar of today (``statusbar/today`` and
 ``status_bar/today``, as wakatime-cli ``--today`` and the editor plugins read it) and
 ``summaries`` of a range of days (worker.http.ranges). With ``?project=`` a summary is that
-project's: its time and languages (the other breakdowns are not kept per project, so they are
-empty). ``?timezone=`` other than the user's is refused: days are kept on the user's calendar.
+project's: its time, languages, editors and operating systems (categories and machines are not
+kept per project, so they are empty). ``?timezone=`` other than the user's is refused: days are
+kept on the user's calendar.
 
 Shapes and formats are WakaTime's (docs/wakatime-read-api.md): ``text`` like "2 hrs 17 mins",
 ``digital`` "2:17" for a total and "2:17:36" for an item, ``decimal`` "2.28" (hours and minutes),
