@@ -16,13 +16,17 @@ def sqlalchemy_url(url: str) -> sa.URL:
     return parsed
 
 
-def create_engine(url: str, *, pool_size: int = 5, application_name: str = "hbw") -> sa.Engine:
-    """An engine whose sessions run in UTC, so ``date`` <-> ``timestamptz`` casts mean UTC days."""
+def create_engine(
+    url: str, *, pool_size: int = 5, application_name: str = "hbw", pre_ping: bool = True
+) -> sa.Engine:
+    """An engine whose sessions run in UTC, so ``date`` <-> ``timestamptz`` casts mean UTC days.
+    Without `pre_ping` a connection is not tested when it is taken from the pool (a round trip
+    saved): the caller retries what a lost connection fails (worker.http.reads)."""
     return sa.create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=3600,
         # Errors would otherwise carry the statement's parameters: a whole batch of heartbeats.
         hide_parameters=True,

@@ -1,5 +1,9 @@
 -- What `hbw serve` reads for users' tools (worker.http.reads, worker.http.projects_api): the
 -- derived tables only, one statement per answer.
+--
+-- The user's zone is looked up in a subquery kept apart by OFFSET 0: PostgreSQL inlines
+-- hbw_zone_day_start, which names its zone 14 times, and pulled the lookup into each of them
+-- (today's bounds: 0.5 ms of execution, 0.1 ms with the lookup kept apart).
 
 -- name: select_projects_page
 -- A page of a user's projects: archived ones only when asked, `search` a case-insensitive part of
@@ -76,7 +80,7 @@ LEFT JOIN LATERAL (SELECT time, project, user_agent FROM heartbeats WHERE user_i
 -- name: select_local_today
 -- The user's time zone, today on its calendar, and that day's first instant and the next day's.
 SELECT zone, day, hbw_zone_day_start(zone, day) AS starts, hbw_zone_day_start(zone, day + 1) AS ends
-FROM (SELECT zone, hbw_zone_day(zone, now()) AS day FROM (SELECT hbw_user_zone(:user_id) AS zone) z) d
+FROM (SELECT zone, hbw_zone_day(zone, now()) AS day FROM (SELECT hbw_user_zone(:user_id) AS zone OFFSET 0) z) d
 
 -- name: select_day_breakdown
 -- A user's time in a range of their days, by day and by what it was spent on: category and machine
@@ -107,7 +111,7 @@ GROUP BY kind, d.day, CASE kind WHEN 'editors' THEN u.editor ELSE u.os END
 -- next day's.
 SELECT z.zone, d::date AS day, hbw_zone_day_start(z.zone, d::date) AS starts,
        hbw_zone_day_start(z.zone, d::date + 1) AS ends
-FROM (SELECT hbw_user_zone(:user_id) AS zone) z
+FROM (SELECT hbw_user_zone(:user_id) AS zone OFFSET 0) z
 CROSS JOIN generate_series(CAST(:since AS date), CAST(:until AS date), interval '1 day') AS d
 ORDER BY d
 
@@ -166,7 +170,7 @@ SELECT min(day) FROM activity_days WHERE user_id = :user_id
 -- name: select_range_bounds
 -- The first instant of a range of the user's days, and the first instant after it.
 SELECT hbw_zone_day_start(zone, CAST(:since AS date)) AS starts, hbw_zone_day_start(zone, CAST(:until AS date) + 1) AS ends
-FROM (SELECT hbw_user_zone(:user_id) AS zone) z
+FROM (SELECT hbw_user_zone(:user_id) AS zone OFFSET 0) z
 
 -- name: select_all_time
 -- A user's time over all their days (every heartbeat, or one canonical project's), the number of
@@ -190,10 +194,10 @@ SELECT h.time, h.entity, h.type, h.category, h.project, h.project_root_count, h.
        h.dependencies, h.machine, h.line_additions, h.line_deletions, h.lines, h.lineno, h.cursorpos,
        h.is_write, h.user_agent,
        hbw_credit(h.time, lead(h.time) OVER (ORDER BY h.time, h.dedup_hash), :timeout_us) AS credited_us
-FROM heartbeats h
+FROM heartbeats h, (SELECT hbw_user_zone(:user_id) AS zone OFFSET 0) z
 WHERE h.user_id = :user_id
-  AND h.time >= hbw_day_start(:user_id, CAST(:day AS date))
-  AND h.time < hbw_day_start(:user_id, CAST(:day AS date) + 1)
+  AND h.time >= hbw_zone_day_start(z.zone, CAST(:day AS date))
+  AND h.time < hbw_zone_day_start(z.zone, CAST(:day AS date) + 1)
 ORDER BY h.time, h.dedup_hash
 
 -- name: select_machines

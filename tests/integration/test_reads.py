@@ -236,3 +236,18 @@ def test_reads_share_the_keys_rate_limit(web, db):
     answers = [get(web, path, auth)[0] for path in ("/api/v1/users/current", "/api/v2/projects",
                                                     "/api/v1/users/current/goals", "/api/v1/users/current/stats")]  # fmt: skip
     assert answers == [200, 200, 200, 429]
+
+
+def test_a_read_survives_postgresql_closing_its_connections(web, db, key):
+    """Reads do not ping a connection before using it: one PostgreSQL closed (a restart, a
+    failover) fails the read, which runs again on a fresh connection."""
+    auth, path = basic(key), "/api/v1/users/current/statusbar/today"
+    assert get(web, path, auth)[0] == 200
+    with db.connect() as conn:
+        closed = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'hbw-reads'"
+        )).scalar_one()  # fmt: skip
+    assert closed >= 1
+    for _ in range(3):
+        status, body = get(web, path, auth)
+        assert status == 200 and body["data"]["grand_total"]["total_seconds"] == 0

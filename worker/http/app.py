@@ -28,7 +28,9 @@ projects API (worker.http.projects_api); an unknown route or method is a JSON 40
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import dramatiq
@@ -42,6 +44,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from db.engine import create_engine
 from db.errors import describe_error
 from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
@@ -97,7 +100,8 @@ def unencodable(item: Any) -> str | None:
 def create_app(
     settings: Settings, *, broker: dramatiq.Broker | None = None, engine: sa.Engine | None = None
 ) -> Starlette:
-    """The ingest app. Without `broker` / `engine` it builds them from `settings`."""
+    """The ingest app. Without `broker` / `engine` it builds them from `settings`; reads have a
+    pool of their own (worker.http.reads.Reader)."""
     if broker is None:
         from worker.runtime.broker import setup_broker
 
@@ -105,7 +109,11 @@ def create_app(
     if engine is None:
         from worker.database import get_engine
 
-        engine = get_engine(settings.database_url, pool_size=20)  # (40 threads read and look keys up)
+        engine = get_engine(settings.database_url, pool_size=5)  # keys, writes
+    # as many as the 40 threads that run reads
+    read_engine = create_engine(
+        settings.database_url, pool_size=20, pre_ping=False, application_name="hbw-reads"
+    )
     budgets = Budgets(
         broker.client,
         broker.namespace,
@@ -253,7 +261,7 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return json_response({"error": exc.detail}, exc.status_code, exc.headers)
 
-    reader = Reader(engine, authenticator, budgets, send)
+    reader = Reader(engine, read_engine, authenticator, budgets, send)
     routes = [
         Route("/api/v1/users/current/heartbeats", heartbeat, methods=["POST"]),
         Route("/api/v1/users/current/heartbeats.bulk", heartbeats_bulk, methods=["POST"]),
@@ -269,7 +277,13 @@ def create_app(
     errors = (HttpError, Unauthorized, RateLimited, redis.RedisError, sa.exc.DBAPIError)
     handlers = {error: on_http_error for error in errors}
     handlers |= {ClientDisconnect: on_disconnect, HTTPException: on_unrouted}
-    return Starlette(routes=routes, exception_handlers=handlers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        read_engine.dispose()
+
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:

@@ -50,16 +50,23 @@ _BUDGET: ContextVar[list[tuple[bytes, str]]] = ContextVar("hbw_read_budget")
 
 class Reader:
     """What every read does: the key's user (``{user}`` must be them); then, on a worker thread,
-    its rate budget and the query (one transaction, rolled back: reads write nothing)."""
+    its rate budget and the query.
+
+    Reads run in autocommit on a pool of their own that does not ping a connection before each
+    use: no BEGIN, ROLLBACK or ping, one round trip per statement instead of four (reads write
+    nothing, and under READ COMMITTED each statement had its own snapshot anyway). A read that
+    fails on a lost connection (PostgreSQL restarted) runs once more on a fresh one."""
 
     def __init__(
         self,
         engine: sa.Engine,
+        read_engine: sa.Engine,
         authenticator: Authenticator,
         budgets: Budgets,
         send: Callable[[Sequence[Key]], int],
     ) -> None:
         self.engine, self.authenticator, self.budgets = engine, authenticator, budgets
+        self.read_engine = read_engine.execution_options(isolation_level="AUTOCOMMIT")
         #: Sends recompute messages for the user-days a change left stale (after its commit).
         self.send = send
 
@@ -82,17 +89,28 @@ class Reader:
         await run_in_threadpool(self._pay)
 
     async def read(self, work: Callable[[sa.Connection], Any]) -> Any:
-        """`work` on a connection whose transaction is rolled back (reads write nothing)."""
-        return await self._run(work, self.engine.connect)
+        """`work` in autocommit (it only reads), again on a fresh connection if it lost its own."""
+
+        def run() -> Any:
+            self._pay()
+            try:
+                with self.read_engine.connect() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                log.info("http.read_reconnected")
+                with self.read_engine.connect() as conn:
+                    return work(conn)
+
+        return await run_in_threadpool(run)
 
     async def write(self, work: Callable[[sa.Connection], Any]) -> Any:
         """`work` in a transaction committed when it returns."""
-        return await self._run(work, self.engine.begin)
 
-    async def _run(self, work: Callable[[sa.Connection], Any], connect: Callable[[], Any]) -> Any:
         def run() -> Any:
             self._pay()
-            with connect() as conn:
+            with self.engine.begin() as conn:
                 return work(conn)
 
         return await run_in_threadpool(run)
