@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import data, harness, phases
-from bench.procs import Workers, cpu_seconds_by_tree, hbw_command
+from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
 from jobs.keys import create_key
 from worker.cli.common import servers_for
 from worker.database import get_engine
@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="then the same clients paced at this share of the throughput measured (default 0.5)",
     )  # fmt: skip
     parser.add_argument("--raw-runs", type=int, default=3, help="raw computations per read (default 3)")
-    parser.add_argument("--server-workers", type=int, default=1, help="`hbw serve --workers` (default 1)")
+    parser.add_argument(
+        "--server-workers", type=int, default=os.cpu_count() or 1,
+        help="`hbw serve --workers` (default: one per core, as an operator would run it)",
+    )  # fmt: skip
     parser.add_argument("--only", choices=list(READS), help="only this read")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser
@@ -119,13 +122,31 @@ async def load(
     return sorted(latencies), bad
 
 
-def measure(port: int, key: str, path: str, pid: int, args, rate: float | None = None) -> dict:
-    """Requests/s, latencies, errors and CPU per request (by process) of one load."""
-    cpu_before, client_before = cpu_seconds_by_tree({"serve": pid}), time.process_time()
+def server_pids(engine: sa.Engine, broker) -> dict[str, int]:
+    """PostgreSQL's postmaster and Redis's pid, when they run on this machine."""
+    with engine.connect() as conn:
+        backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    pids = {
+        "postgres": (proc_stat(backend) or (None, 0))[1],
+        "redis": int(broker.client.info("server")["process_id"]),
+    }
+    return {name: pid for name, pid in pids.items() if (proc_stat(pid) or ("",))[0].startswith(name)}
+
+
+def measure(port: int, key: str, path: str, roots: dict[str, int], args, rate: float | None = None) -> dict:
+    """Requests/s, latencies, errors and CPU per request (by process: `roots` and their children,
+    the load client, and the whole machine) of one load."""
+    before, client_before, busy_before = (
+        cpu_seconds_by_tree(roots),
+        time.process_time(),
+        machine_busy_seconds(),
+    )
     latencies, bad = asyncio.run(load(port, key, path, args.clients, args.seconds, rate))
-    cpu = {
-        "hbw serve": cpu_seconds_by_tree({"serve": pid})["serve"] - cpu_before["serve"],
+    after = cpu_seconds_by_tree(roots)
+    cpu = {name: after[name] - before[name] for name in roots}
+    cpu |= {
         "load client": time.process_time() - client_before,
+        "machine": machine_busy_seconds() - busy_before,
     }
     return {
         "requests_per_s": round(len(latencies) / args.seconds, 1),
@@ -169,16 +190,18 @@ def run(args, console: Console) -> dict:
         "heartbeats": args.heartbeats,
         "heavy_user_heartbeats": heavy_heartbeats,
         "clients": args.clients,
+        "server_workers": args.server_workers,
     }
+    roots = {"hbw serve": server.pid, **server_pids(engine, broker)}
     try:
         harness.wait_ready(port, server)
         for name, (path, target) in READS.items():
             if args.only and name != args.only:
                 continue
             console.print(f"{name}: {args.clients} clients for {args.seconds:.0f} s, then paced ...")
-            results[name] = {"target_p99_ms": target, **measure(port, key, path, server.pid, args)}
+            results[name] = {"target_p99_ms": target, **measure(port, key, path, roots, args)}
             rate = results[name]["requests_per_s"] * args.pace
-            paced = measure(port, key, path, server.pid, args, rate)
+            paced = measure(port, key, path, roots, args, rate)
             results[name]["paced"] = {"offered_per_s": round(rate, 1), **paced}
     finally:
         server.terminate()
@@ -225,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{paced['requests_per_s']:,}", f"{paced['p50_ms']}", f"{paced['p99_ms']}",
                       f"< {r['target_p99_ms']}", f"{r['raw_ms']:,}",
                       str(r["errors"] + paced["errors"]))  # fmt: skip
-    Console().print(table)
+    out = Console()
+    if not out.is_terminal:
+        out.width = 170
+    out.print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -8,7 +8,9 @@ import datetime as dt
 
 import pytest
 
+from jobs.user_agents import parse_user_agent
 from tests.web_client import call, stored_stream
+from worker.http.summaries import display
 
 
 def test_stats_ranges_sum_the_reference(web, db, settings, broker):
@@ -44,6 +46,21 @@ def test_stats_ranges_sum_the_reference(web, db, settings, broker):
     assert {item["name"]: item["total_seconds"] for item in data["languages"]} == pytest.approx(
         dict(languages)
     )
+    by_kind = collections.defaultdict(lambda: collections.defaultdict(float))
+    for (_, _, category, machine), t in mine.items():
+        by_kind["categories"][display("categories", category)] += t.seconds
+        by_kind["machines"][display("machines", machine)] += t.seconds
+    for (u, project), t in expected.projects.items():
+        by_kind["projects"][project] += t.seconds if u == user_id else 0
+    for (u, _, agent, _), t in expected.user_agent_days.items():
+        parsed = parse_user_agent(agent)
+        by_kind["editors"][display("editors", parsed.editor)] += t.seconds if u == user_id else 0
+        by_kind["operating_systems"][display("operating_systems", parsed.os)] += (
+            t.seconds if u == user_id else 0
+        )
+    for kind, want in by_kind.items():
+        got = {item["name"]: item["total_seconds"] for item in data[kind]}
+        assert got == pytest.approx({name: s for name, s in want.items() if s > 0}, abs=1e-6), kind
 
     status, body, _ = call(
         "GET", f"{web}/api/v1/users/current/stats", headers=auth

@@ -110,9 +110,9 @@ def create_app(
         from worker.database import get_engine
 
         engine = get_engine(settings.database_url, pool_size=5)  # keys, writes
-    # as many as the 40 threads that run reads
+    # 15 (30 in bursts): with the 10 above, as many as the 40 threads that run reads and lookups
     read_engine = create_engine(
-        settings.database_url, pool_size=20, pre_ping=False, application_name="hbw-reads"
+        settings.database_url, pool_size=15, pre_ping=False, application_name="hbw-reads"
     )
     budgets = Budgets(
         broker.client,
