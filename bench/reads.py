@@ -31,6 +31,7 @@ from bench import data, harness, phases
 from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
 from jobs.keys import create_key
 from worker.cli.common import servers_for
+from worker.cpus import available_cpus
 from worker.database import get_engine
 from worker.errors import ConfigError
 from worker.runtime.broker import setup_broker
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--raw-runs", type=int, default=3, help="raw computations per read (default 3)")
     parser.add_argument(
-        "--server-workers", type=int, default=os.cpu_count() or 1,
+        "--server-workers", type=int, default=available_cpus(),
         help="`hbw serve --workers` (default: one per core, as an operator would run it)",
     )  # fmt: skip
     parser.add_argument("--only", choices=list(READS), help="only this read")

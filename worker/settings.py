@@ -7,13 +7,14 @@ other knob is ``HBW_*``.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.cpus import available_cpus
 
 #: The value of DATABASE_URL / REDIS_URL that asks for the embedded server explicitly.
 EMBEDDED = "embedded"
@@ -34,8 +35,9 @@ class Settings(BaseSettings):
     #: Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
     redis_namespace: str = Field(default="hbw", min_length=1)
 
-    #: Worker processes and threads per process for `hbw worker` (Procfile default).
-    processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: Worker processes (default: the CPUs the container may use, worker.cpus) and threads per
+    #: process for `hbw worker` (Procfile default).
+    processes: int = Field(default_factory=available_cpus, ge=1)
     threads: int = Field(default=4, ge=1, le=256)
     #: Seconds a starting worker waits for PostgreSQL and Redis to answer before giving up.
     startup_timeout: float = Field(default=60, ge=0)
