@@ -600,8 +600,9 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- Reprocess and backfill runs, one row per run key (for example "reprocess:2024-03-01"). A run
--- holds a session advisory lock on its key while it works, so an overlapping run of the same key
--- skips instead of doubling the work, and a crashed run's lock goes with its connection. The
+-- holds an advisory lock on its key while it works (in a transaction it keeps open), so an
+-- overlapping run of the same key skips instead of doubling the work, and a crashed run's lock
+-- goes with its connection. The
 -- cursor (last user-day handed to the workers) lets an interrupted run resume where it stopped.
 CREATE TABLE IF NOT EXISTS reprocess_runs (
     run_key      text        PRIMARY KEY,

@@ -13,10 +13,6 @@ def try_lock_run(conn: sa.Connection, lock_key: int) -> bool:
     return conn.execute(query("try_lock_run"), {"lock_key": lock_key}).scalar_one()
 
 
-def unlock_run(conn: sa.Connection, lock_key: int) -> None:
-    conn.execute(query("unlock_run"), {"lock_key": lock_key})
-
-
 def select_run(conn: sa.Connection, run_key: str) -> sa.Row | None:
     return conn.execute(query("select_run"), {"run_key": run_key}).one_or_none()
 

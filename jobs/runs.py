@@ -5,9 +5,10 @@ recompute messages (queue ``recompute``): every derived row of those days is reb
 heartbeats, and every total of their users re-summed. Each
 run has a key ("reprocess:2024-03-01", "backfill:first..last") and a row in `reprocess_runs`:
 
-* while it works it holds a session advisory lock on its key: an overlapping run of the same key
-  does not double the work, it reports the other run and exits 0 (or, with `wait`, waits for it);
-  the lock dies with a crashed run's connection;
+* while it works it holds an advisory lock on its key, in a transaction left open for the purpose
+  (so it works behind PgBouncer in transaction mode): an overlapping run of the same key does not
+  double the work, it reports the other run and exits 0 (or, with `wait`, waits for it); the lock
+  dies with a crashed run's connection;
 * a finished ("done") key is not run again unless forced;
 * each chunk is marked stale and the run's cursor advanced in one short transaction, so an
   interrupted run resumes after the last chunk it handed over: it skips nothing it must do (stale
@@ -91,8 +92,9 @@ def execute_run(
 ) -> RunOutcome:
     deadline = time.monotonic() + timeout if timeout else None
     lock_key = _lock_key(spec.key)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
+    with engine.connect() as lock_conn:
         while not db_runs.try_lock_run(lock_conn, lock_key):
+            lock_conn.rollback()
             if not wait:
                 other = db_runs.select_run(lock_conn, spec.key)
                 by = (
@@ -120,7 +122,7 @@ def execute_run(
                 poll,
             )
         finally:
-            db_runs.unlock_run(lock_conn, lock_key)
+            lock_conn.rollback()  # the lock's transaction: it wrote nothing
 
 
 def _past(deadline: float | None) -> bool:

@@ -28,7 +28,7 @@ def serve(app, settings: Settings) -> Iterator[str]:
     """`app` on a free port, with the connection limits of `hbw serve` taken from `settings`."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off",
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
         **uvicorn_options(settings),
     )  # fmt: skip
     server = uvicorn.Server(config)

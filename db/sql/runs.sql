@@ -1,11 +1,11 @@
 -- Reprocess and backfill runs (table reprocess_runs), and the user-days they walk through.
 
 -- name: try_lock_run
--- Session-level: held until unlocked or until the connection ends (a crashed run loses it).
-SELECT pg_try_advisory_lock(:lock_key)
-
--- name: unlock_run
-SELECT pg_advisory_unlock(:lock_key)
+-- Held by a transaction the run keeps open while it works, and released when that transaction
+-- ends (a crashed run's connection ends it). Not a session-level lock: behind a pooler in
+-- transaction mode a session's statements reach different server connections, while an open
+-- transaction keeps its own.
+SELECT pg_try_advisory_xact_lock(:lock_key)
 
 -- name: select_run
 SELECT * FROM reprocess_runs WHERE run_key = :run_key
