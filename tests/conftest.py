@@ -9,11 +9,14 @@ touches anybody's data and two sessions can run side by side.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -188,6 +191,37 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
     worker.join(60)
     assert drained, f"the queues did not drain within {timeout:g}s: some message failed or wedged a worker"
     assert codes == [0]
+
+
+@contextlib.contextmanager
+def worker_process(database_url: str, *, burst: bool = False, timeout: float = 180) -> Iterator[None]:
+    """`hbw worker` in a process of its own on another database URL (this process's actors keep
+    the session's settings: setup_broker declares them once); with `burst`, waited for on exit,
+    else stopped with SIGTERM as a deployment stops it."""
+    command = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "-p",
+        "1",
+        "-t",
+        "4",
+        *(["--burst"] if burst else []),
+    ]
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            command, env={**os.environ, "DATABASE_URL": database_url}, stdout=log, stderr=log
+        )
+        try:
+            yield
+            if not burst:
+                process.terminate()
+            assert process.wait(timeout) == 0, log.seek(0) or log.read()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def with_actors(other):

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "HBW_DATABASE_URL")
     )
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "HBW_REDIS_URL"))
+    #: Where `hbw serve` reads users' data (a streaming replica); unset: DATABASE_URL.
+    database_read_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_READ_URL", "HBW_DATABASE_READ_URL")
+    )
 
     #: Heartbeats per message on the ingest queue.
     batch_size: int = Field(default=1000, ge=1, le=50_000)

@@ -21,8 +21,7 @@ from db.engine import create_engine
 from jobs.keys import create_key
 from jobs.runs import _lock_key
 from tests import reference, services, streams
-from tests.conftest import drain, free_port
-from tests.integration.test_runs import LiveWorkers
+from tests.conftest import free_port, worker_process
 from tests.tables import diff, snapshot
 from tests.web_client import basic, call, serve
 from worker import cli
@@ -182,7 +181,8 @@ def test_a_stream_processed_verified_and_backfilled_through_the_pooler(
     assert cli.main(["db", "init"]) == 0
     stream = streams.generate(seed=19, users=6, days=3, invalid_share=0.0)
     enqueue_heartbeats(stream.items, batch_size=200, broker=broker)
-    drain(pooled)
+    with worker_process(url, burst=True):
+        pass
     expected = reference.compute(stream.valid)
     assert diff(expected, snapshot(db)) == []
     assert cli.main(["verify"]) == 0, capsys.readouterr().out
@@ -190,10 +190,9 @@ def test_a_stream_processed_verified_and_backfilled_through_the_pooler(
         conn.execute(sa.text("UPDATE project_days SET coding_us = coding_us + 1"))
     assert cli.main(["verify"]) == 1
     first, last = stream.first_day.isoformat(), stream.last_day.isoformat()
-    with LiveWorkers(pooled):
+    with worker_process(url):
         command = ["backfill", "--since", first, "--until", last, "--force", "--timeout", "120"]
         assert cli.main(command) == 0, capsys.readouterr().out
-    drain(pooled)
     assert cli.main(["verify"]) == 0, capsys.readouterr().out
     assert diff(expected, snapshot(db)) == []
 

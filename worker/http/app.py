@@ -112,8 +112,9 @@ def create_app(
         engine = get_engine(settings.database_url, pool_size=5)  # keys, writes
     # 15 (30 in bursts): with the 10 above, as many as the 40 threads that run reads and lookups
     read_engine = create_engine(
-        settings.database_url, pool_size=15, pre_ping=False, application_name="hbw-reads"
-    )
+        settings.database_read_url or settings.database_url, pool_size=15, pre_ping=False,
+        application_name="hbw-reads",
+    )  # fmt: skip
     budgets = Budgets(
         broker.client,
         broker.namespace,
