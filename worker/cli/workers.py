@@ -91,6 +91,7 @@ def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
                 settings.metrics_port,
                 settings.worker_heartbeat_timeout_ms,
                 host=settings.metrics_host,
+                lease_s=settings.metrics_lease_s,
             )
         except OSError as e:
             log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))

@@ -16,6 +16,7 @@ import threading
 import time
 
 import dramatiq
+import redis
 from dramatiq.middleware import Middleware
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -179,14 +180,42 @@ def record_recompute(user_days: int, seconds: float) -> None:
 
 
 class QueueCollector:
-    """Queue depth, lag, dead letters, workers and Redis's memory, read from Redis at each scrape."""
+    """Queue depth, lag, dead letters, workers and Redis's memory, read from Redis at each scrape
+    by one metrics server of all the deployment's: the one holding a lease in Redis, which each
+    of its scrapes renews and any scrape takes once it has lapsed (a lease longer than the scrape
+    interval keeps it in one place). The others report ``hbw_queue_reporter 0`` and no queue
+    gauges, so Redis's load from scrapes does not grow with hosts (queries take ``max``)."""
 
-    def __init__(self, broker: dramatiq.Broker, heartbeat_timeout_ms: int) -> None:
+    def __init__(self, broker: dramatiq.Broker, heartbeat_timeout_ms: int, lease_s: float = 60) -> None:
         self.broker, self.heartbeat_timeout_ms = broker, heartbeat_timeout_ms
+        self.lease_ms, self.me = round(lease_s * 1000), f"{broker.broker_id}"
+        self.lease_key = redis_keys.Keys(broker.namespace).queue_reporter
+
+    def reporting(self) -> bool:
+        """Whether this server reports now: it took the lapsed lease, or renewed its own; or Redis
+        refused the write (out of memory, read-only), when every server reports rather than none."""
+        client = self.broker.client
+        try:
+            if client.set(self.lease_key, self.me, nx=True, px=self.lease_ms):
+                return True
+            mine = client.get(self.lease_key) == self.me.encode()
+            return mine and bool(client.pexpire(self.lease_key, self.lease_ms))
+        except redis.ResponseError:
+            return True
 
     def collect(self):
         up = GaugeMetricFamily("hbw_redis_up", "1 when Redis answered this scrape.")
         try:
+            reporting = self.reporting()
+            yield GaugeMetricFamily(
+                "hbw_queue_reporter",
+                "1 when this server reports the queue gauges (one does).",
+                value=int(reporting),
+            )
+            if not reporting:
+                up.add_metric([], 1)
+                yield up
+                return
             workers = read_workers(self.broker, self.heartbeat_timeout_ms)
             queues = redis_keys.read_queues(self.broker, workers.beating, QUEUES)
             memory = check_writes(self.broker.client, self.broker.namespace)
@@ -234,14 +263,19 @@ class MetricsServer:
     """The /metrics endpoint, served from a background thread until close()."""
 
     def __init__(
-        self, broker: dramatiq.Broker, port: int, heartbeat_timeout_ms: int, host: str = "127.0.0.1"
+        self,
+        broker: dramatiq.Broker,
+        port: int,
+        heartbeat_timeout_ms: int,
+        host: str = "127.0.0.1",
+        lease_s: float = 60,
     ) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry)
         else:
             self.registry = REGISTRY
-        self.collector = QueueCollector(broker, heartbeat_timeout_ms)
+        self.collector = QueueCollector(broker, heartbeat_timeout_ms, lease_s)
         self.registry.register(self.collector)
         try:
             self.server, _thread = start_http_server(port, addr=host, registry=self.registry)

@@ -39,6 +39,8 @@ class Keys:
         self.workers = f"{ns}:hbw.workers"
         self.worker_health = f"{ns}:hbw.worker_health"
         self.write_probe = f"{ns}:hbw.write_probe"
+        #: Which metrics server reports the queue gauges (worker.runtime.metrics.QueueCollector).
+        self.queue_reporter = f"{ns}:hbw.queue_reporter"
 
     def ready(self, queue: str) -> str:
         return f"{self.ns}:{queue}"
