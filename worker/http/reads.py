@@ -52,10 +52,11 @@ class Reader:
     """What every read does: the key's user (``{user}`` must be them); then, on a worker thread,
     its rate budget and the query.
 
-    Reads run in autocommit on a pool of their own that does not ping a connection before each
-    use: no BEGIN, ROLLBACK or ping, one round trip per statement instead of four (reads write
-    nothing, and under READ COMMITTED each statement had its own snapshot anyway). A read that
-    fails on a lost connection (PostgreSQL restarted) runs once more on a fresh one."""
+    Reads run in autocommit on a pool of their own (on DATABASE_READ_URL when set: a replica)
+    that does not ping a connection before each use: no BEGIN, ROLLBACK or ping (a status bar's
+    two statements take 2 round trips instead of 5; reads write nothing, and under READ
+    COMMITTED each statement had its own snapshot anyway). A read that fails on a lost
+    connection (PostgreSQL restarted) runs once more on a fresh one."""
 
     def __init__(
         self,
