@@ -71,3 +71,8 @@ def count_stale_between(
 
 def select_last_run(conn: sa.Connection, kind: str) -> sa.Row | None:
     return conn.execute(query("select_last_run"), {"kind": kind}).one_or_none()
+
+
+def last_finished(conn: sa.Connection) -> list[tuple[str, str, float]]:
+    """(kind, status, UNIX seconds) of the last finished run of each kind and status."""
+    return [tuple(row) for row in conn.execute(query("select_last_finished"))]

@@ -68,3 +68,9 @@ WHERE day BETWEEN :since AND :until
 -- name: select_last_run
 -- The latest run of a kind (`hbw status` shows the last daily reprocess).
 SELECT * FROM reprocess_runs WHERE kind = :kind ORDER BY started_at DESC LIMIT 1
+
+-- name: select_last_finished
+-- When the last run of each kind finished, by status (done, enqueued), in UNIX seconds.
+SELECT kind, status, extract(epoch FROM max(finished_at))::float8 AS at
+FROM reprocess_runs WHERE status IN ('done', 'enqueued') AND finished_at IS NOT NULL
+GROUP BY kind, status ORDER BY kind, status

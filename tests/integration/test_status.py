@@ -118,7 +118,7 @@ def value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, settings):
-    from worker.runtime.metrics import MetricsServer
+    from worker.runtime.metrics_server import MetricsServer
 
     server = MetricsServer(broker, 0, settings.worker_heartbeat_timeout_ms, host="127.0.0.1")
     try:

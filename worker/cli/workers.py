@@ -80,8 +80,9 @@ def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
     if processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         directory = tempfile.mkdtemp(prefix="hbw-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from worker.database import get_engine
     from worker.runtime.broker import make_broker
-    from worker.runtime.metrics import MetricsServer
+    from worker.runtime.metrics_server import MetricsServer
 
     server = None
     try:
@@ -92,6 +93,7 @@ def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
                 settings.worker_heartbeat_timeout_ms,
                 host=settings.metrics_host,
                 lease_s=settings.metrics_lease_s,
+                engine=lambda: get_engine(settings.database_url, pool_size=1),
             )
         except OSError as e:
             log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))

@@ -11,16 +11,14 @@ scrape time (Dramatiq's middleware has none of them), so every replica reports t
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 
 import dramatiq
 import redis
 from dramatiq.middleware import Middleware
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from db.errors import describe_error
 from worker.logs import get_logger
@@ -257,35 +255,3 @@ class QueueCollector:
         ):
             if value is not None:
                 yield GaugeMetricFamily(name, help_text, value=value)
-
-
-class MetricsServer:
-    """The /metrics endpoint, served from a background thread until close()."""
-
-    def __init__(
-        self,
-        broker: dramatiq.Broker,
-        port: int,
-        heartbeat_timeout_ms: int,
-        host: str = "127.0.0.1",
-        lease_s: float = 60,
-    ) -> None:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            self.registry = CollectorRegistry()
-            MultiProcessCollector(self.registry)
-        else:
-            self.registry = REGISTRY
-        self.collector = QueueCollector(broker, heartbeat_timeout_ms, lease_s)
-        self.registry.register(self.collector)
-        try:
-            self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError:
-            self.registry.unregister(self.collector)
-            raise
-        self.port = self.server.server_port
-        log.info("metrics.serving", host=host, port=self.port)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.registry.unregister(self.collector)
