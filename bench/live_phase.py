@@ -24,7 +24,7 @@ from rich.console import Console
 from bench import harness
 from bench.live_traffic import Users, preload, produce
 from bench.pacing import due_times, match_lags, percentile, plan_calls
-from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
+from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, server_pids
 from worker.database import get_engine
 from worker.runtime.broker import setup_broker
 from worker.settings import Settings, get_settings
@@ -58,8 +58,8 @@ class Meter:
     """CPU seconds so far of the workers', PostgreSQL's and Redis's process trees, of the probe
     connection's backend, of this process and of the whole machine (for the noise beside us)."""
 
-    def __init__(self, postgres: int | None, redis: int | None) -> None:
-        self.roots: dict[str, int] = {k: pid for k, pid in (("postgres", postgres), ("redis", redis)) if pid}
+    def __init__(self, servers: dict[str, int]) -> None:
+        self.roots: dict[str, int] = dict(servers)
         self.probe: int | None = None
 
     def read(self) -> dict[str, float]:
@@ -101,20 +101,11 @@ def fresh_environment(console: Console):
     engine = get_engine(settings.database_url, pool_size=4)
     broker = setup_broker(settings)
     harness.purge(broker.client, NAMESPACE)
-    with engine.connect() as conn:
-        backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-    redis_pid = int(broker.client.info("server")["process_id"])
-    postmaster = (proc_stat(backend) or (None, None))[1] if _named(backend, "postgres") else None
-    meter = Meter(postmaster, redis_pid if _named(redis_pid, "redis") else None)
+    meter = Meter(server_pids(engine, broker))
     for kind in ("postgres", "redis"):
         if kind not in meter.roots:
             console.print(f"[yellow]warning:[/] {kind} does not run on this machine: its CPU is not measured")
     return settings, env, engine, broker, meter
-
-
-def _named(pid: int, prefix: str) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[0].startswith(prefix)
 
 
 def other_sessions(engine: sa.Engine) -> int:

@@ -152,6 +152,21 @@ def cpu_seconds_by_program() -> dict[str, float]:
     return totals
 
 
+def server_pids(engine, broker) -> dict[str, int]:
+    """PostgreSQL's postmaster and Redis's process, by name ("postgres", "redis"), when they run
+    on this machine (their CPU can be measured: cpu_seconds_by_tree)."""
+    with engine.connect() as conn:
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    pids = {"postgres": (proc_stat(backend) or ("", 0))[1] if _named(backend, "postgres") else 0,
+            "redis": int(broker.client.info("server")["process_id"])}  # fmt: skip
+    return {name: pid for name, pid in pids.items() if pid and _named(pid, name)}
+
+
+def _named(pid: int, prefix: str) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat[0].startswith(prefix)
+
+
 def cpu_seconds_by_tree(roots: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process and all its descendants, ended ones included
     (as in cpu_seconds_by_program): e.g. {"workers": supervisor pid, "postgres": postmaster pid}.

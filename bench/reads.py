@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import data, harness, phases
-from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, proc_stat
+from bench.procs import Workers, cpu_seconds_by_tree, hbw_command, machine_busy_seconds, server_pids
 from jobs.keys import create_key
 from worker.cli.common import servers_for
 from worker.cpus import available_cpus
@@ -121,17 +121,6 @@ async def load(
     stop.set()
     await asyncio.gather(*tasks)
     return sorted(latencies), bad
-
-
-def server_pids(engine: sa.Engine, broker) -> dict[str, int]:
-    """PostgreSQL's postmaster and Redis's pid, when they run on this machine."""
-    with engine.connect() as conn:
-        backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-    pids = {
-        "postgres": (proc_stat(backend) or (None, 0))[1],
-        "redis": int(broker.client.info("server")["process_id"]),
-    }
-    return {name: pid for name, pid in pids.items() if (proc_stat(pid) or ("",))[0].startswith(name)}
 
 
 def measure(port: int, key: str, path: str, roots: dict[str, int], args, rate: float | None = None) -> dict:
