@@ -194,29 +194,18 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
 
 
 @contextlib.contextmanager
-def worker_process(database_url: str, *, burst: bool = False, timeout: float = 180) -> Iterator[None]:
-    """`hbw worker` in a process of its own on another database URL (this process's actors keep
-    the session's settings: setup_broker declares them once); with `burst`, waited for on exit,
-    else stopped with SIGTERM as a deployment stops it."""
-    command = [
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "worker",
-        "-p",
-        "1",
-        "-t",
-        "4",
-        *(["--burst"] if burst else []),
-    ]
+def worker_process(database_url: str, *, timeout: float = 60) -> Iterator[None]:
+    """`hbw worker` running in a process of its own on another database URL (this process's
+    actors keep the session's settings: setup_broker declares them once), stopped with SIGTERM
+    as a deployment stops it."""
+    command = [sys.executable, "-m", "worker.cli", "worker", "-p", "1", "-t", "4"]
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
             command, env={**os.environ, "DATABASE_URL": database_url}, stdout=log, stderr=log
         )
         try:
             yield
-            if not burst:
-                process.terminate()
+            process.terminate()
             assert process.wait(timeout) == 0, log.seek(0) or log.read()[-3000:]
         finally:
             if process.poll() is None:

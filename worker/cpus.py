@@ -42,9 +42,9 @@ def cgroup_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> f
         if controllers == "":  # v2: one hierarchy, mounted at the root (or at root/unified)
             for base in (root, root / "unified"):
                 quotas += [_v2(d / "cpu.max") for d in _up(base, path)]
-        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
-            quotas += [_v1(d) for d in _up(root / controllers, path)]
-            quotas += [_v1(d) for d in _up(root / "cpu", path)]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy (or its "cpu" link)
+            for base in {root / controllers, root / "cpu"}:
+                quotas += [_v1(d) for d in _up(base, path)]
     limits = [quota for quota in quotas if quota is not None]
     return min(limits) if limits else None
 

@@ -22,6 +22,7 @@ from jobs.keys import create_key
 from jobs.runs import _lock_key
 from tests import reference, services, streams
 from tests.conftest import free_port, worker_process
+from tests.integration.test_cli import hbw
 from tests.tables import diff, snapshot
 from tests.web_client import basic, call, serve
 from worker import cli
@@ -77,6 +78,12 @@ max_client_conn = 500
 
 
 @pytest.fixture
+def pooled(bouncer, database_url) -> str:
+    """The session's test database through PgBouncer."""
+    return f"{bouncer}/{sa.make_url(services.sqlalchemy_url(database_url)).database}"
+
+
+@pytest.fixture
 def other_zone_database(server_urls, bouncer):
     """A database whose sessions start in Asia/Kolkata."""
     admin = create_engine(server_urls.database, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
@@ -126,12 +133,11 @@ def test_sessions_stay_in_utc_on_whichever_server_connection_serves_them(other_z
     theirs.dispose()
 
 
-def test_a_runs_lock_holds_through_the_pooler(bouncer, database_url):
+def test_a_runs_lock_holds_through_the_pooler(pooled):
     """A session-level advisory lock through the pooler is taken twice (the trap: the second
     client lands on the same server connection); a run's lock, held by an open transaction, is
     not, and is free again once that transaction ends."""
-    url = f"{bouncer}/{sa.make_url(services.sqlalchemy_url(database_url)).database}?pgbouncer=true"
-    engine, key = create_engine(url, pool_size=4), _lock_key("reprocess:2024-01-01")
+    engine, key = create_engine(f"{pooled}?pgbouncer=true", pool_size=4), _lock_key("reprocess:2024-01-01")
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     with autocommit.connect() as a, autocommit.connect() as b:
         assert a.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one()
@@ -149,11 +155,10 @@ def test_a_runs_lock_holds_through_the_pooler(bouncer, database_url):
 
 
 @pytest.mark.parametrize("flag", ["", "?pgbouncer=true"])
-def test_prepared_statements_are_not_made_behind_the_pooler(bouncer, database_url, flag):
+def test_prepared_statements_are_not_made_behind_the_pooler(pooled, flag):
     """psycopg prepares a statement on a server connection at its fifth run; PgBouncer 1.18 sends
     the next run wherever it likes. With ?pgbouncer=true nothing is prepared."""
-    url = f"{bouncer}/{sa.make_url(services.sqlalchemy_url(database_url)).database}{flag}"
-    engine = create_engine(url, pool_size=2)
+    engine = create_engine(f"{pooled}{flag}", pool_size=2)
     statement = sa.text("SELECT count(*) FROM heartbeats WHERE user_id = :u")
 
     def run_it_again() -> None:
@@ -173,16 +178,16 @@ def test_prepared_statements_are_not_made_behind_the_pooler(bouncer, database_ur
 
 
 def test_a_stream_processed_verified_and_backfilled_through_the_pooler(
-    db, settings, broker, bouncer, database_url, monkeypatch, capsys
+    db, settings, broker, pooled, monkeypatch, capsys
 ):
-    url = f"{bouncer}/{sa.make_url(services.sqlalchemy_url(database_url)).database}?pgbouncer=true"
+    url = f"{pooled}?pgbouncer=true"
     pooled = settings.model_copy(update={"database_url": url})
     monkeypatch.setenv("DATABASE_URL", url)
     assert cli.main(["db", "init"]) == 0
     stream = streams.generate(seed=19, users=6, days=3, invalid_share=0.0)
     enqueue_heartbeats(stream.items, batch_size=200, broker=broker)
-    with worker_process(url, burst=True):
-        pass
+    drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": url})
+    assert drained.returncode == 0, drained.stderr.decode()[-3000:]
     expected = reference.compute(stream.valid)
     assert diff(expected, snapshot(db)) == []
     assert cli.main(["verify"]) == 0, capsys.readouterr().out

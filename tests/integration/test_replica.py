@@ -10,7 +10,7 @@ from db.engine import create_engine
 from db.schema import apply_schema
 from jobs.keys import create_key
 from tests import reference, streams
-from tests.conftest import worker_process
+from tests.integration.test_cli import hbw
 from tests.replica import primary_and_replica, wait_replayed
 from tests.web_client import basic, call, serve
 from worker.http.app import create_app
@@ -27,8 +27,8 @@ def test_reads_come_from_the_replica_and_writes_go_to_the_primary(settings, brok
         split = settings.model_copy(update={"database_url": primary_url, "database_read_url": replica_url})
         stream = streams.generate(seed=7, users=3, days=2, invalid_share=0.0)
         enqueue_heartbeats(stream.items, batch_size=200, broker=broker)
-        with worker_process(primary_url, burst=True):
-            pass
+        drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": primary_url})
+        assert drained.returncode == 0, drained.stderr.decode()[-3000:]
         expected = reference.compute(stream.valid)
         user_id, project = max(expected.projects, key=lambda key: expected.projects[key].seconds)
         with primary.begin() as conn:
