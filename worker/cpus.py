@@ -38,7 +38,10 @@ def cgroup_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> f
         return None
     quotas = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        parts = line.split(":", 2)
+        if len(parts) != 3:  # not a cgroup line: nothing to read from it
+            continue
+        _, controllers, path = parts
         if controllers == "":  # v2: one hierarchy, mounted at the root (or at root/unified)
             for base in (root, root / "unified"):
                 quotas += [_v2(d / "cpu.max") for d in _up(base, path)]

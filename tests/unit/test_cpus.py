@@ -41,6 +41,9 @@ def tree(tmp_path, proc: str, files: dict[str, str]):
         # no limit anywhere
         ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000", "cpu.max": "max 100000"}, None),
         ("0::/\n", {}, None),
+        # an unreadable line or file is no limit, never an error
+        ("garbage\n0::/\n", {"cpu.max": "100000 100000"}, 1.0),
+        ("0::/\n", {"cpu.max": "lots\n"}, None),
     ],
 )  # fmt: skip
 def test_the_quota_is_the_tightest_limit_of_the_cgroup_and_its_ancestors(tmp_path, proc, files, quota):
