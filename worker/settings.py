@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     #: host need different ports. It listens on `metrics_host`: this host only unless widened.
     metrics_port: int = Field(default=9191, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    #: Prometheus /metrics port of `hbw serve` (0: no endpoint), on `metrics_host` too: requests by
+    #: route and status, latency, enqueue group sizes (worker.http.metrics).
+    serve_metrics_port: int = Field(default=9192, ge=0, le=65535)
     #: One metrics server reports the queue gauges, for this long after its last scrape (longer
     #: than Prometheus's scrape interval, or the reporting moves at each scrape).
     metrics_lease_s: float = Field(default=60, gt=0)

@@ -118,9 +118,9 @@ def value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, settings):
-    from worker.runtime.metrics_server import MetricsServer
+    from worker.runtime.metrics_server import MetricsServer, queue_collectors
 
-    server = MetricsServer(broker, 0, settings.worker_heartbeat_timeout_ms, host="127.0.0.1")
+    server = MetricsServer(0, collectors=queue_collectors(broker, settings.worker_heartbeat_timeout_ms))
     try:
         before = scrape(server.port)
         items = heartbeats(30)

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from worker.cli.common import add_command, positive, servers_for
+from worker.cli.metrics import metrics_endpoint
 from worker.errors import EXIT_OK
 from worker.settings import Settings
 
@@ -26,7 +27,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     /api/v1/users/current/heartbeats.bulk. Point a plugin at it by setting api_url =
     http://HOST:PORT/api/v1 in ~/.wakatime.cfg, with an api_key from `hbw keys create USER`. A
     request is answered 201 once its heartbeats are queued, 503 when Redis cannot take them
-    (clients keep them and retry). GET /healthz and /readyz are for probes.
+    (clients keep them and retry). GET /healthz and /readyz are for probes; Prometheus metrics
+    are on HBW_SERVE_METRICS_PORT (default 9192) of HBW_METRICS_HOST (default 127.0.0.1).
 
     example:
       hbw keys create alice
@@ -37,7 +39,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.http.limits import uvicorn_options
 
-    with servers_for(settings) as settings:
+    metrics = metrics_endpoint(settings, settings.serve_metrics_port, args.workers)
+    with servers_for(settings) as settings, metrics:
         print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
         uvicorn.run(
             "worker.http.app:app_from_env",

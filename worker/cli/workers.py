@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-from collections.abc import Iterator
 
 from worker.cli.common import add_command, positive, servers_for
-from worker.logs import get_logger
+from worker.cli.metrics import metrics_endpoint
 from worker.runtime.messages import QUEUES
 from worker.settings import Settings
-
-log = get_logger("hbw.cli")
 
 
 def add_worker(commands) -> None:
@@ -63,46 +59,23 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
-@contextlib.contextmanager
-def metrics_server(settings: Settings, processes: int) -> Iterator[None]:
-    """Serve /metrics from this process while the workers run (HBW_METRICS_PORT, 0: off).
+def metrics_server(settings: Settings, processes: int) -> contextlib.AbstractContextManager[None]:
+    """The workers' /metrics (HBW_METRICS_PORT): their counters, and the queue gauges and run
+    timestamps when this server holds the deployment's lease (worker.runtime.metrics_server)."""
 
-    With several processes their counters meet in a fresh PROMETHEUS_MULTIPROC_DIR, which must be
-    set before prometheus_client is first imported, here and in the children that inherit it.
-    """
-    if not settings.metrics_port:
-        yield
-        return
-    import shutil
-    import tempfile
+    def collectors() -> list:
+        from worker.database import get_engine
+        from worker.runtime.broker import make_broker
+        from worker.runtime.metrics_server import queue_collectors
 
-    directory = None
-    if processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        directory = tempfile.mkdtemp(prefix="hbw-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    from worker.database import get_engine
-    from worker.runtime.broker import make_broker
-    from worker.runtime.metrics_server import MetricsServer
+        return queue_collectors(
+            make_broker(settings),
+            settings.worker_heartbeat_timeout_ms,
+            lease_s=settings.metrics_lease_s,
+            engine=lambda: get_engine(settings.database_url, pool_size=1),
+        )
 
-    server = None
-    try:
-        try:
-            server = MetricsServer(
-                make_broker(settings),
-                settings.metrics_port,
-                settings.worker_heartbeat_timeout_ms,
-                host=settings.metrics_host,
-                lease_s=settings.metrics_lease_s,
-                engine=lambda: get_engine(settings.database_url, pool_size=1),
-            )
-        except OSError as e:
-            log.warning("metrics.unavailable", port=settings.metrics_port, error=str(e))
-        yield
-    finally:
-        if server:
-            server.close()
-        if directory:
-            shutil.rmtree(directory, ignore_errors=True)
+    return metrics_endpoint(settings, settings.metrics_port, processes, collectors)
 
 
 def add_up(commands) -> None:

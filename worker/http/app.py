@@ -29,17 +29,16 @@ projects API (worker.http.projects_api); an unknown route or method is a JSON 40
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import dramatiq
-import orjson
 import redis
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -50,11 +49,12 @@ from jobs.heartbeat import validate_heartbeats
 from worker.http.auth import Authenticator, KeyCache, Unauthorized
 from worker.http.day_reads import day_routes
 from worker.http.groups import IngestGroups, Unavailable
+from worker.http.metrics import RequestMetrics
 from worker.http.openapi import document
 from worker.http.projects_api import projects_routes
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.http.reads import Reader, read_routes
-from worker.http.responses import HttpError, json_response, unavailable
+from worker.http.responses import HttpError, json_response, parse_json, unavailable, unencodable
 from worker.http.stats import stats_routes
 from worker.http.summaries import summary_routes
 from worker.http.zones import ZoneAdopter
@@ -63,35 +63,6 @@ from worker.runtime.outbox import recompute_sender
 from worker.settings import Settings
 
 log = get_logger("hbw.http")
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json(body: bytes) -> tuple[Any, bool]:
-    """The decoded body, and whether the standard library had to decode it.
-
-    JSON allows lone UTF-16 surrogate escapes ("\\ud800"), which orjson refuses for the whole
-    body; the standard library decodes them, so ingest can reject the item holding one alone.
-    """
-    try:
-        return orjson.loads(body), False
-    except orjson.JSONDecodeError as e:
-        error = e
-    try:
-        return json.loads(body, parse_constant=_no_constant), True
-    except (ValueError, RecursionError):
-        raise HttpError(400, f"malformed JSON: {error}") from None
-
-
-def unencodable(item: Any) -> str | None:
-    """Why the queue's JSON cannot carry `item` (a lone surrogate, an integer over 64 bits)."""
-    try:
-        orjson.dumps(item)
-    except orjson.JSONEncodeError as e:
-        return f"cannot be encoded as JSON: {e}"
-    return None
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -284,7 +255,8 @@ def create_app(
         yield
         read_engine.dispose()
 
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [Middleware(RequestMetrics)]  # answers by route and status (worker.http.metrics)
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
 
 
 def app_from_env() -> Starlette:

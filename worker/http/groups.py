@@ -33,6 +33,7 @@ import dramatiq
 from starlette.concurrency import run_in_threadpool
 
 from db.errors import describe_error
+from worker.http.metrics import GROUP_HEARTBEATS, GROUP_REQUESTS
 from worker.http.ratelimit import Budgets, RateLimited
 from worker.logs import get_logger
 from worker.runtime.messages import store_message
@@ -108,6 +109,9 @@ class IngestGroups:
         except Exception as e:
             log.warning("http.unavailable", error=describe_error(e), requests=len(group))
             return [Unavailable(describe_error(e)) for _ in group]
+        if heartbeats:
+            GROUP_REQUESTS.observe(len(group))
+            GROUP_HEARTBEATS.observe(len(heartbeats))
         return [verdict or batch_id for verdict in verdicts]
 
     async def _drain(self) -> None:

@@ -3,6 +3,7 @@ status (clients act on the status; WakaTime and its clients never send or expect
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -39,3 +40,32 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise HttpError(400, "expected a JSON object")
     return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> tuple[Any, bool]:
+    """The decoded body, and whether the standard library had to decode it.
+
+    JSON allows lone UTF-16 surrogate escapes ("\\ud800"), which orjson refuses for the whole
+    body; the standard library decodes them, so ingest can reject the item holding one alone.
+    """
+    try:
+        return orjson.loads(body), False
+    except orjson.JSONDecodeError as e:
+        error = e
+    try:
+        return json.loads(body, parse_constant=_no_constant), True
+    except (ValueError, RecursionError):
+        raise HttpError(400, f"malformed JSON: {error}") from None
+
+
+def unencodable(item: Any) -> str | None:
+    """Why the queue's JSON cannot carry `item` (a lone surrogate, an integer over 64 bits)."""
+    try:
+        orjson.dumps(item)
+    except orjson.JSONEncodeError as e:
+        return f"cannot be encoded as JSON: {e}"
+    return None

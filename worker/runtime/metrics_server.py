@@ -1,11 +1,12 @@
-"""The /metrics endpoint of `hbw worker`: the process's counters (worker.runtime.metrics), the
-queue gauges of one server of the deployment (QueueCollector), and when reprocess and backfill
-runs last finished, which the same elected server reads from PostgreSQL."""
+"""The /metrics endpoints of `hbw worker` and `hbw serve`: the processes' counters
+(worker.runtime.metrics, worker.http.metrics) and, for the workers, the queue gauges of one server
+of the deployment (QueueCollector) and when reprocess and backfill runs last finished, which the
+same elected server reads from PostgreSQL."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dramatiq
 import sqlalchemy as sa
@@ -49,25 +50,29 @@ class RunCollector:
         yield family
 
 
-class MetricsServer:
-    """The /metrics endpoint, served from a background thread until close()."""
+def queue_collectors(
+    broker: dramatiq.Broker,
+    heartbeat_timeout_ms: int,
+    lease_s: float = 60,
+    engine: Callable[[], sa.Engine] | None = None,
+) -> list:
+    """What `hbw worker`'s endpoint adds to the process's counters: the queue gauges, and when
+    runs last finished (with an engine), both from the one server holding the lease."""
+    queues = QueueCollector(broker, heartbeat_timeout_ms, lease_s)
+    return [queues, *([RunCollector(engine, queues)] if engine else [])]
 
-    def __init__(
-        self,
-        broker: dramatiq.Broker,
-        port: int,
-        heartbeat_timeout_ms: int,
-        host: str = "127.0.0.1",
-        lease_s: float = 60,
-        engine: Callable[[], sa.Engine] | None = None,
-    ) -> None:
+
+class MetricsServer:
+    """A /metrics endpoint, served from a background thread until close(): the counters of this
+    process, or of every process writing to PROMETHEUS_MULTIPROC_DIR, and `collectors`."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", collectors: Sequence = ()) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry)
         else:
             self.registry = REGISTRY
-        self.collector = QueueCollector(broker, heartbeat_timeout_ms, lease_s)
-        self.collectors = [self.collector, *([RunCollector(engine, self.collector)] if engine else [])]
+        self.collectors = list(collectors)
         for collector in self.collectors:
             self.registry.register(collector)
         try:
