@@ -144,9 +144,9 @@ def test_metrics_endpoint_counts_messages_heartbeats_and_queues(db, broker, sett
     assert delta("dramatiq_message_rejects_total", **store) == 1
     assert delta("dramatiq_message_duration_milliseconds_count", **store) == ran
     for job in ("projects", "languages", "user_agents"):
-        assert delta("hbw_derived_duration_seconds_count", job=job) >= 1
+        assert delta("hbw_derived_duration_seconds_count", derived_job=job) >= 1
     for job in ("projects", "languages"):  # (these heartbeats have no user agent)
-        assert delta("hbw_updated_users_total", job=job) >= 1
+        assert delta("hbw_updated_users_total", derived_job=job) >= 1
     assert value(after, "hbw_redis_up") == 1
     assert value(after, "hbw_queue_dead_lettered", queue_name="heartbeats") == 1
     assert value(after, "hbw_queue_ready", queue_name="heartbeats") == 0

@@ -64,7 +64,7 @@ DURATION = Histogram(
 HEARTBEATS = Counter(
     "hbw_heartbeats", "Heartbeats seen by the store, by outcome: stored, duplicate, rejected.", ["outcome"]
 )
-UPDATED = Counter("hbw_updated_users", "Users whose deltas a derived job applied.", ["job"])
+UPDATED = Counter("hbw_updated_users", "Users whose deltas a derived job applied.", ["derived_job"])
 BATCHED = Counter(
     "hbw_batched_messages", "Store messages stored in another one's transaction (not in dramatiq_messages)."
 )
@@ -72,7 +72,7 @@ RECOMPUTED = Counter("hbw_recomputed_user_days", "User-days recomputed from the 
 DERIVED_SECONDS = Histogram(
     "hbw_derived_duration_seconds",
     "Time a derived message took (job: one of db.derived_jobs, or recompute), locks included.",
-    ["job"],
+    ["derived_job"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
 )
 
