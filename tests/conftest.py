@@ -194,14 +194,14 @@ def drain(settings: Settings, *, threads: int = 4, timeout: float = 180) -> None
 
 
 @contextlib.contextmanager
-def worker_process(database_url: str, *, timeout: float = 60) -> Iterator[None]:
-    """`hbw worker` running in a process of its own on another database URL (this process's
-    actors keep the session's settings: setup_broker declares them once), stopped with SIGTERM
-    as a deployment stops it."""
+def worker_process(database_url: str, *, timeout: float = 60, env: dict | None = None) -> Iterator[None]:
+    """`hbw worker` running in a process of its own on another database URL, or with `env` (this
+    process's actors keep the session's settings: setup_broker declares them once), stopped with
+    SIGTERM as a deployment stops it."""
     command = [sys.executable, "-m", "worker.cli", "worker", "-p", "1", "-t", "4"]
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            command, env={**os.environ, "DATABASE_URL": database_url}, stdout=log, stderr=log
+            command, env={**os.environ, "DATABASE_URL": database_url, **(env or {})}, stdout=log, stderr=log
         )
         try:
             yield

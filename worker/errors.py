@@ -195,7 +195,10 @@ def settings_problem(error: ValidationError) -> str:
     """One line naming each bad setting by its environment variable (never its value: it may be secret)."""
     problems = []
     for err in error.errors(include_url=False):
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings names them itself
+            problems.append(err["msg"].removeprefix("Value error, "))
+            continue
+        name = str(err["loc"][0])
         problems.append(f"{name if name.isupper() else 'HBW_' + name.upper()}: {err['msg']}")
     return "configuration error: " + "; ".join(problems)
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.cpus import available_cpus
@@ -27,6 +27,20 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "HBW_DATABASE_URL")
     )
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "HBW_REDIS_URL"))
+    #: Redis Sentinel (docs/scaling.md): the sentinels' host:port, comma-separated. The master is
+    #: REDIS_MASTER_NAME, else REDIS_URL's host (redis://mymaster/0, as Sidekiq reads it); REDIS_URL's
+    #: user, password and database apply to the master. Every process follows failovers by itself.
+    redis_sentinels: str = Field(
+        default="", validation_alias=AliasChoices("REDIS_SENTINELS", "HBW_REDIS_SENTINELS")
+    )
+    redis_master_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_MASTER_NAME", "HBW_REDIS_MASTER_NAME")
+    )
+    #: Replicas that must hold an enqueue before it counts as done (Redis WAIT), so a failover
+    #: cannot lose an acknowledged one; when they do not answer within the timeout, the enqueue
+    #: fails as if Redis were down (`hbw serve` answers 503 and clients resend). 0: do not wait.
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=500, ge=1)
     #: Where `hbw serve` reads users' data (a streaming replica); unset: DATABASE_URL.
     database_read_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_READ_URL", "HBW_DATABASE_READ_URL")
@@ -126,6 +140,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        """With sentinels and no REDIS_URL, the master's URL is made from its name."""
+        if self.redis_sentinels and not self.redis_url:
+            if not self.redis_master_name:
+                raise ValueError("REDIS_SENTINELS is set: name the master with REDIS_MASTER_NAME")
+            self.redis_url = f"redis://{self.redis_master_name}/0"
+        return self
 
     @property
     def timeout_us(self) -> int:

@@ -48,3 +48,33 @@ def test_the_replacing_consumer_hands_back_fetched_but_unseen_messages(db, broke
         first.close()
         second.close()
     assert held(broker) == set()
+
+
+def test_after_a_failover_an_ack_the_new_server_never_got_is_handed_back(db, broker):
+    """A replica promoted before the ack reached it still holds the message in this worker's ack
+    set: nothing would run it while the worker lives. The beat sees another server (its run_id)
+    and the consumer hands the message back; the one still running stays."""
+    acked = broker.enqueue(message(1))
+    running = broker.enqueue(message(2)).options["redis_message_id"]
+    consumer = broker.consume(QUEUE, prefetch=2, timeout=100)
+    try:
+        first, second = next(consumer), next(consumer)
+        assert first.message_id == acked.message_id and second.options["redis_message_id"] == running
+        data = broker.client.hget(f"{broker.namespace}:{QUEUE}.msgs", acked.options["redis_message_id"])
+        consumer.ack(first)
+        # the promoted replica's state: the ack never arrived
+        broker.client.hset(f"{broker.namespace}:{QUEUE}.msgs", acked.options["redis_message_id"], data)
+        broker.client.sadd(
+            f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}", acked.options["redis_message_id"]
+        )
+        assert next(consumer) is None  # without noticing the failover: held by nobody, for ever
+        broker._server = "the-run-id-of-the-server-that-is-gone"
+        broker.beat()
+        again = next(consumer)
+        assert again.options["redis_message_id"] == acked.options["redis_message_id"]
+        assert held(broker) == {running, acked.options["redis_message_id"]}
+        consumer.ack(again)
+        consumer.ack(second)
+    finally:
+        consumer.close()
+    assert held(broker) == set()

@@ -21,10 +21,11 @@ from dramatiq.middleware.retries import Retries
 from db.errors import describe_error
 from worker.logs import get_logger
 from worker.runtime.actors import declare_actors
-from worker.runtime.consumer import HbwConsumer
+from worker.runtime.consumer import HbwConsumer, server_changed
 from worker.runtime.doorbell import Doorbell
 from worker.runtime.liveness import BEAT_SCRIPT, dispatch_script
 from worker.runtime.middleware import MessageLog, WorkerHeartbeat
+from worker.runtime.redis_client import redis_client
 from worker.runtime.redis_keys import Keys
 from worker.runtime.redis_memory import RedisOutOfMemory, is_out_of_memory
 from worker.settings import Settings
@@ -45,9 +46,12 @@ class HbwRedisBroker(RedisBroker):
     (maintenance rides on its polls, or its doorbell's when it is idle, at least one a second).
     """
 
-    def __init__(self, *, maintenance_interval_ms: int, **options) -> None:
+    def __init__(
+        self, *, maintenance_interval_ms: int, wait_replicas: int = 0, wait_timeout_ms: int = 500, **options
+    ) -> None:
         super().__init__(**options)
         self.maintenance_interval = maintenance_interval_ms / 1000
+        self.wait_replicas, self.wait_timeout_ms = wait_replicas, wait_timeout_ms
         self._last_maintenance: dict[str, float] = {}
         # Liveness on Redis's clock, never the hosts' (worker.runtime.liveness).
         self.scripts["dispatch"] = self.client.register_script(dispatch_script())
@@ -55,6 +59,7 @@ class HbwRedisBroker(RedisBroker):
         fetch = resources.files("worker.runtime").joinpath("lua/fetch.lua").read_bytes()
         self.scripts["fetch"] = self.client.register_script(fetch)
         self.doorbell = Doorbell(self)
+        self._server: str | None = None  # Redis's run_id at the last beat: another one is a failover
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Dramatiq's enqueue; a consumer of this process parked on that queue wakes at once."""
@@ -113,11 +118,18 @@ class HbwRedisBroker(RedisBroker):
         so workers also register in ``hbw.workers``, which only they write: that is how
         `hbw status` tells workers from producers. Entries older than an hour are dropped. The
         score is Redis's clock, and the beat still lands when Redis is out of memory.
+
+        Each beat also notes which server answered: after a failover (or a restart) this process's
+        consumers look again at their ack sets (worker.runtime.consumer.server_changed).
         """
         ns = self.namespace
         layout = Keys(ns)
         keys = [layout.heartbeats, layout.workers, layout.worker_health]
         self.scripts["beat"](keys=keys, args=[self.broker_id, orjson.dumps(health or {"ok": True})])
+        server = self.client.info("server").get("run_id")
+        if self._server not in (None, server):
+            server_changed(self)
+        self._server = server
 
     def _maintenance_due(self, command: str, queue_name: str) -> int:
         if command in ("ack", "nack"):  # Dramatiq never runs maintenance on these either
@@ -149,6 +161,8 @@ class HbwRedisBroker(RedisBroker):
                 *args,
             ]
             try:
+                if command == "enqueue" and self.wait_replicas:
+                    return self._replicated(dispatch, args, keys)
                 return dispatch(args=args, keys=keys)
             except redis.ResponseError as e:
                 if is_out_of_memory(e):  # retried like an outage (worker.runtime.redis_memory)
@@ -156,6 +170,26 @@ class HbwRedisBroker(RedisBroker):
                 raise
 
         return do_dispatch
+
+    def _replicated(self, dispatch, args, keys):
+        """The enqueue, then WAIT on the same connection (WAIT counts the replicas holding this
+        connection's writes): fewer than HBW_REDIS_WAIT_REPLICAS within the timeout fails the
+        enqueue like an outage, so nobody is told it is done while a failover could still lose it."""
+        pipe = self.client.pipeline(transaction=False)
+        dispatch(args=args, keys=keys, client=pipe)
+        pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+        reply, replicas = pipe.execute()
+        if replicas < self.wait_replicas:
+            raise NotReplicated(
+                f"the enqueue reached {replicas} of {self.wait_replicas} replicas "
+                f"within {self.wait_timeout_ms} ms (HBW_REDIS_WAIT_REPLICAS)"
+            )
+        return reply
+
+
+class NotReplicated(redis.ConnectionError):
+    """An enqueue that Redis took but too few replicas did: retried or refused like an outage
+    (a resend is deduplicated downstream)."""
 
 
 class SafeRetries(Retries):
@@ -198,12 +232,14 @@ def make_broker(settings: Settings, *, client: redis.Redis | None = None) -> Hbw
     timeout_s = settings.worker_heartbeat_timeout_ms / 1000
     middleware.append(WorkerHeartbeat(interval=timeout_s / 3, stall_after=4 * timeout_s))
     broker = HbwRedisBroker(
-        **({"client": client} if client else {"url": settings.redis_url}),
+        client=client or redis_client(settings),
         namespace=settings.redis_namespace,
         middleware=middleware,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
         dead_message_ttl=int(settings.dead_letter_ttl_days * 86_400_000),
         maintenance_interval_ms=settings.maintenance_interval_ms,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
     from worker.runtime.messages import QUEUES, FastJSONEncoder  # queues declared up front, for status
 

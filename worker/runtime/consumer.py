@@ -55,6 +55,21 @@ _TAKEN: dict[tuple[str, str], set[str]] = {}
 _LOST: set[tuple[str, str]] = set()
 
 
+#: (worker id, queue) pairs whose consumer must look again for messages its ack set holds but no
+#: thread has, because Redis is another server now (a failover): worker.runtime.broker.HbwRedisBroker.beat.
+_RECHECK: set[tuple[str, str]] = set()
+
+
+def server_changed(broker) -> None:
+    """Redis is not the server this process's ack sets were written to (a failover promoted a
+    replica, or it restarted): writes it had not replicated are gone, acks among them, so ids this
+    process acked can be back in its ack sets with no thread to run them, and no worker death to
+    rescue them. Every consumer of the process looks at its ack set again before its next fetch."""
+    for queue in (*broker.queues, *broker.delay_queues):
+        _RECHECK.add((broker.broker_id, queue))
+    log.warning("redis.server_changed", worker=broker.broker_id)
+
+
 def _taken(broker, queue: str) -> set[str]:
     return _TAKEN.setdefault((broker.broker_id, queue), set())
 
@@ -171,13 +186,15 @@ class HbwConsumer(_RedisConsumer):
         super().nack(message)
         self._taken_ids.discard(message.options["redis_message_id"])
 
-    def _recover(self) -> None:
-        """Hand back what an earlier consumer (or a batch) of this queue, in this process, left behind."""
+    def _recover(self, replaced: bool = True) -> None:
+        """Hand back what an earlier consumer (or a batch) of this queue, in this process, left
+        behind (`replaced`), or, after a failover, what it acked on the server that is gone."""
         _LOST.discard((self.broker.broker_id, self.queue_name))  # (a batch failing from now on sets it again)
+        _RECHECK.discard((self.broker.broker_id, self.queue_name))
         key = Keys(self.broker.namespace).acks(self.broker.broker_id, self.queue_name)
         held = {member.decode() for member in self.broker.client.smembers(key)}
         # On a delay queue, whatever this worker holds lived only in the previous consumer.
-        lost = held if self.queue_name.endswith(".DQ") else held - self._taken_ids
+        lost = held if replaced and self.queue_name.endswith(".DQ") else held - self._taken_ids
         lost -= {redis_id for redis_id, _ in self.message_cache}  # (still to be handed out)
         if lost:
             self.broker.do_requeue(self.queue_name, *sorted(lost))
@@ -187,6 +204,8 @@ class HbwConsumer(_RedisConsumer):
         try:
             if not self._recovered or (self.broker.broker_id, self.queue_name) in _LOST:
                 self._recover()
+            elif (self.broker.broker_id, self.queue_name) in _RECHECK:
+                self._recover(replaced=False)
             while True:
                 if self.message_cache:
                     redis_id, data = self.message_cache.pop(0)

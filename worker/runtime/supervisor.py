@@ -19,10 +19,9 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
-import redis
-
 from worker.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, HbwError
 from worker.logs import configure_logging, get_logger
+from worker.runtime.redis_client import redis_client
 from worker.runtime.runner import (
     StoppedDuringStartup,
     check_schema,
@@ -91,7 +90,7 @@ def run_workers(
     signal.signal(signal.SIGINT, forward)
     with contextlib.suppress(StoppedDuringStartup):  # fail once, clearly, rather than once per child
         check_schema(settings, stop=stopping)
-        wait_for("Redis", redis.Redis.from_url(settings.redis_url).ping, settings, stopping)
+        wait_for("Redis", redis_client(settings).ping, settings, stopping)
 
     context = multiprocessing.get_context("spawn")
     args = (settings, list(queues) if queues else None, threads, burst, os.getpid())
