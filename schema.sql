@@ -1,7 +1,7 @@
 -- heartbeat-worker schema: the only place tables are defined.
 -- `hbw db init` applies this file; every statement is idempotent, so rerunning it is safe.
 -- Bump the version below with every change; workers refuse to start on an older database.
--- schema-version: 12
+-- schema-version: 13
 
 -- ---------------------------------------------------------------------------------------------
 -- Keys
@@ -23,7 +23,11 @@ $$;
 -- hash determines user_id and time, so this is exactly uniqueness of the hash, and the one index
 -- also serves the per-user-day range scans, already in the order durations need (time, hash).
 -- One index instead of two, written in key order instead of at random: inserts are about 1.6x
--- cheaper.
+-- cheaper. Partitioned by UTC month (the key holds `time`, so the key is unique across months):
+-- `hbw prune` drops old months whole instead of deleting their rows, and a month's index stays
+-- small. Months are made by hbw_ensure_partitions: ahead by `hbw db init` and the workers, and on
+-- demand by a store whose batch reaches a month that has none. A database made before schema 13
+-- keeps its unpartitioned table, which works the same, until `hbw db migrate`.
 CREATE TABLE IF NOT EXISTS heartbeats (
     user_id             text        NOT NULL,
     time                timestamptz NOT NULL,
@@ -46,7 +50,36 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     machine             text,
     received_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT heartbeats_identity UNIQUE (user_id, time, dedup_hash)
-);
+) PARTITION BY RANGE (time);
+
+-- The partition of `parent` for each UTC month of `months` that has none (named heartbeats_yYYYYmMM
+-- whatever the parent: `hbw db migrate` builds its table under another name, then swaps). Made as a
+-- table of its own, then attached: ATTACH locks the parent in SHARE UPDATE EXCLUSIVE mode, which
+-- concurrent stores (ROW EXCLUSIVE) do not wait for. Nothing to do when `parent` is not partitioned.
+-- Returns the partitions made.
+-- (`parent` is text: a regclass default would make the function depend on the table.)
+DROP FUNCTION IF EXISTS hbw_ensure_partitions(date[], regclass);
+CREATE OR REPLACE FUNCTION hbw_ensure_partitions(months date[], parent text DEFAULT 'heartbeats')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    month date;
+    name text;
+    made integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(parent)) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(4842575, to_regclass(parent)::oid::integer);  -- one maker at a time
+    FOR month IN SELECT DISTINCT date_trunc('month', m)::date FROM unnest(months) AS m ORDER BY 1 LOOP
+        name := 'heartbeats' || to_char(month, '"_y"YYYY"m"MM');
+        CONTINUE WHEN to_regclass(name) IS NOT NULL;
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', name, parent);
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent, name,
+                       month::timestamp AT TIME ZONE 'UTC', (month + 1 * interval '1 month') AT TIME ZONE 'UTC');
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END $$;
 -- (Upgrades from schema 1-2 are at the end of this file: they need hbw_identity.)
 
 -- Every (user, UTC day) that has raw heartbeats: what reprocessing and backfill iterate over,
@@ -661,3 +694,8 @@ BEGIN
     END IF;
 END $$;
 DROP INDEX IF EXISTS heartbeats_user_time;
+
+-- This month's partition and the next two, ahead of the heartbeats that will need them.
+SELECT hbw_ensure_partitions(ARRAY(
+    SELECT generate_series(date_trunc('month', now() AT TIME ZONE 'UTC'), now() AT TIME ZONE 'UTC' + interval '2 months',
+                           interval '1 month')::date));

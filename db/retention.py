@@ -18,7 +18,9 @@ def count_days_to_prune(conn: sa.Connection, before: dt.date) -> int:
     return conn.execute(query("count_days_to_prune"), {"before": before}).scalar_one()
 
 
-def prune_user_days(conn: sa.Connection, keys: Sequence[Key]) -> tuple[int, int]:
-    """(user-days marked pruned, raw heartbeats deleted)."""
-    row = conn.execute(query("prune_user_days"), key_params(keys)).one()
+def prune_user_days(
+    conn: sa.Connection, keys: Sequence[Key], kept_from: dt.datetime | str
+) -> tuple[int, int]:
+    """(user-days marked pruned, raw heartbeats deleted: those from `kept_from` on)."""
+    row = conn.execute(query("prune_user_days"), {**key_params(keys), "kept_from": kept_from}).one()
     return row.days, row.heartbeats

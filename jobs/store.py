@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from db import derived as db_derived
 from db import heartbeats as db_heartbeats
 from jobs.locks import store_lock
+from jobs.partitions import ensure_months, forget
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,5 +36,11 @@ def store_heartbeats(
     if not heartbeats:
         return StoreResult(received=0, inserted=0)
     db_derived.lock_users(conn, sorted(store_lock(user_id) for user_id in {h["user_id"] for h in heartbeats}))
-    days = db_heartbeats.insert_heartbeats(conn, heartbeats, timeout_us)
+    ensure_months(conn, heartbeats)
+    try:
+        days = db_heartbeats.insert_heartbeats(conn, heartbeats, timeout_us)
+    except sa.exc.IntegrityError as e:
+        if "no partition" in str(e.orig):  # made in a transaction that then rolled back
+            forget(conn)
+        raise
     return StoreResult(received=len(heartbeats), inserted=sum(n for _, _, n in days))

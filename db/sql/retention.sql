@@ -11,8 +11,9 @@ LIMIT :limit
 SELECT count(*) FROM user_days WHERE day < :before AND pruned_at IS NULL
 
 -- name: prune_user_days
--- Mark these user-days pruned and delete their raw heartbeats, in one transaction. Returns the
--- user-days marked and the heartbeats deleted.
+-- Mark these user-days pruned and delete their raw heartbeats from :kept_from on (those before are
+-- in partitions `hbw prune` drops whole), in one transaction. Returns the user-days marked and the
+-- heartbeats deleted.
 WITH marked AS (
     UPDATE user_days u
     SET pruned_at = now()
@@ -23,7 +24,7 @@ WITH marked AS (
     DELETE FROM heartbeats h
     USING marked m
     WHERE h.user_id = m.user_id
-      AND h.time >= hbw_day_start(m.user_id, m.day)
+      AND h.time >= greatest(hbw_day_start(m.user_id, m.day), CAST(:kept_from AS timestamptz))
       AND h.time < hbw_day_start(m.user_id, m.day + 1)
     RETURNING 1
 )

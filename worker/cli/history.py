@@ -96,9 +96,10 @@ def add_prune(commands) -> None:
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete the raw heartbeats of every day before DATE (each user's own calendar day), in small
-    batches, and mark those days pruned. Their derived day rows are kept, so projects, languages
-    and editors totals do not change, and no reprocess or backfill recomputes a pruned day
-    again. Interrupted, the same command continues where it stopped.
+    batches (whole UTC months by dropping their partitions), and mark those days pruned. Their
+    derived day rows are kept, so projects, languages and editors totals do not change, and no
+    reprocess or backfill recomputes a pruned day again. Interrupted, the same command continues
+    where it stopped.
 
     example:
       hbw prune --before 2024-01-01
@@ -116,7 +117,10 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         with progress_bar() as bar:
             progress = follow(bar, f"pruning raw heartbeats before {args.before}")
-            days, heartbeats = prune_before(engine, args.before, progress=progress)
-    print(f"pruned {days} user-day(s): {heartbeats} raw heartbeat(s) deleted, derived totals kept")
-    log.info("prune.done", before=str(args.before), user_days=days, heartbeats=heartbeats)
+            pruned = prune_before(engine, args.before, progress=progress)
+    months = f", {len(pruned.months)} month(s) dropped whole" if pruned.months else ""
+    print(f"pruned {pruned.days} user-day(s): {pruned.heartbeats} raw heartbeat(s) deleted{months}, "
+          "derived totals kept")  # fmt: skip
+    log.info("prune.done", before=str(args.before), user_days=pruned.days, heartbeats=pruned.heartbeats,
+             months=pruned.months)  # fmt: skip
     return EXIT_OK

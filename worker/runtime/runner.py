@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from db.derived_jobs import DERIVED_JOBS
 from db.schema import expected_version, installed_version
+from jobs.partitions import ensure_ahead
 from worker.database import get_engine
 from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
 from worker.logs import get_logger
@@ -81,6 +82,8 @@ def check_schema(settings: Settings, stop: threading.Event | None = None) -> Non
             f"the database schema is version {version} but this release needs {wanted}; "
             + ("run `hbw db init` to upgrade it" if version < wanted else "upgrade the workers")
         )
+    with get_engine(settings.database_url).begin() as conn:  # this month's partition and the next two
+        ensure_ahead(conn, time.time())
 
 
 def redis_warnings(broker: dramatiq.Broker) -> list[str]:
