@@ -134,3 +134,22 @@ def wait_ready(port: int, server: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("hbw serve did not become ready")
+
+
+def storage(engine: sa.Engine) -> dict[str, dict[str, float]]:
+    """Bytes on disk (heap, TOAST, indexes) per row: the raw heartbeats (all their monthly
+    partitions) and each derived table."""
+    from db.derived_jobs import DERIVED_JOBS
+    from db.partitions import heartbeat_bytes
+
+    with engine.connect() as conn:
+        conn.execute(sa.text("CHECKPOINT"))  # (sizes as written, not as buffered)
+        raw, rows = heartbeat_bytes(conn)
+        sizes = {"heartbeats": {"rows": rows, "bytes_per_row": raw / max(rows, 1)}}
+        tables = [t for job in DERIVED_JOBS for t in (job.day_table, job.total_table) if t]
+        for table in tables:
+            size, count = conn.execute(
+                sa.text(f"SELECT pg_total_relation_size('{table}'), (SELECT count(*) FROM {table})")
+            ).one()
+            sizes[table] = {"rows": count, "bytes_per_row": size / max(count, 1)}
+    return sizes

@@ -67,6 +67,7 @@ def run_all(settings: Settings, args: argparse.Namespace, console: Console) -> d
         results["e2e"] = e2e_phase(items, engine, broker, settings.batch_size, console)
         stored = harness.count(engine, "heartbeats")
         results["checks"]["every distinct heartbeat stored"] = stored == distinct
+        results["storage"] = harness.storage(engine)
         before = harness.snapshot(engine)
         results["reprocess"] = reprocess_phase(engine, broker, settings, args.heartbeats, console)
         results["checks"]["reprocess from empty derived tables gives the same totals"] = (

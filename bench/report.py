@@ -82,6 +82,10 @@ def print_table(r: dict[str, Any], console: Console) -> None:
         meets(r["worker_rss_mb"] <= t["worker_rss_mb"]),
     )
     table.add_row("Redis memory per queued heartbeat", f"{e['redis_bytes_per_heartbeat']:.0f} B", "", "", "")
+    for name, size in r.get("storage", {}).items():
+        table.add_row(
+            f"disk per row: {name}", f"{size['bytes_per_row']:,.0f} B", f"{size['rows']:,} rows", "", ""
+        )
     if soak := r.get("soak"):
         table.add_row(
             f"soak {soak['minutes']:g} min at {soak['rate_per_s']:,}/s: RSS",

@@ -32,12 +32,14 @@ def select_partitions(conn: sa.Connection, parent: str = "heartbeats") -> list[P
     return [tuple(row) for row in conn.execute(query("select_partitions"), {"parent": parent})]
 
 
-def drop_partition(conn: sa.Connection, name: str) -> None:
+def drop_partition(conn: sa.Connection, name: str) -> int:
     """Drop a partition whose rows are no longer wanted (`hbw prune`): its raw heartbeats go at once,
-    without a row deleted or vacuumed."""
+    without a row deleted or vacuumed. Returns how many there were."""
     if not _PARTITION.fullmatch(name):
         raise ValueError(f"not a heartbeats partition: {name!r}")
+    rows = conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
     conn.execute(sa.text(f'DROP TABLE "{name}"'))
+    return rows
 
 
 def heartbeat_bytes(conn: sa.Connection) -> tuple[int, int]:

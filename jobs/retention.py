@@ -29,7 +29,7 @@ WIDEST_OFFSET = dt.timedelta(hours=14)
 @dataclass(frozen=True)
 class Pruned:
     days: int
-    #: Raw heartbeats deleted row by row, and the month partitions dropped whole.
+    #: Raw heartbeats deleted (row by row, or with their month), and the months dropped whole.
     heartbeats: int
     months: list[str]
 
@@ -73,5 +73,5 @@ def prune_before(
                 marked, deleted = db_retention.prune_user_days(conn, late, kept_from)
                 days, heartbeats = days + marked, heartbeats + deleted
             for name, _, _ in months:
-                db_partitions.drop_partition(conn, name)
+                heartbeats += db_partitions.drop_partition(conn, name)
     return Pruned(days, heartbeats, [name for name, _, _ in months])

@@ -89,6 +89,7 @@ def test_prune_drops_whole_months_and_keeps_every_total(db, settings, broker, ca
         left = conn.execute(sa.text("SELECT count(*) FILTER (WHERE hbw_day(user_id, time) < :d), count(*) "
                                     "FROM heartbeats"), {"d": before}).one()  # fmt: skip
     assert tuple(left) == (0, kept_rows)  # the pruned days' raw rows are gone, the others kept
+    assert pruned.heartbeats == totals["heartbeat_rows"] - kept_rows  # those in dropped months counted
     assert derived(snapshot(db)) == derived(totals)
     # A late heartbeat of a dropped month: stored in the month made again (the worker's memory of
     # the months costs it one retry), but its day is pruned: no total changes.

@@ -118,9 +118,9 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar() as bar:
             progress = follow(bar, f"pruning raw heartbeats before {args.before}")
             pruned = prune_before(engine, args.before, progress=progress)
-    months = f", {len(pruned.months)} month(s) dropped whole" if pruned.months else ""
-    print(f"pruned {pruned.days} user-day(s): {pruned.heartbeats} raw heartbeat(s) deleted{months}, "
-          "derived totals kept")  # fmt: skip
+    months = f" ({len(pruned.months)} month partition(s) dropped whole)" if pruned.months else ""
+    print(f"pruned {pruned.days} user-day(s): {pruned.heartbeats} raw heartbeat(s) deleted, derived totals "
+          f"kept{months}")  # fmt: skip
     log.info("prune.done", before=str(args.before), user_days=pruned.days, heartbeats=pruned.heartbeats,
              months=pruned.months)  # fmt: skip
     return EXIT_OK
