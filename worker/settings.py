@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_READ_URL", "HBW_DATABASE_READ_URL")
     )
 
+    #: Cells (worker.cells, docs/cells.md): a TOML file naming each cell's servers; `hbw serve`
+    #: then serves every cell, each request on its key's user's cell. Unset: one deployment.
+    cells: Path | None = None
+
     #: Heartbeats per message on the ingest queue.
     batch_size: int = Field(default=1000, ge=1, le=50_000)
     #: Keystroke timeout of docs/spec.md section 3; changing it needs a backfill.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from worker.cli.common import add_command, positive, servers_for
@@ -39,11 +40,16 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.http.limits import uvicorn_options
 
+    cells = ""
+    if settings.cells:  # every cell's users (docs/cells.md); a broken cells file fails here
+        from worker.cells import load_cells
+
+        cells = f" for cells {', '.join(load_cells(settings).names)}"
     metrics = metrics_endpoint(settings, settings.serve_metrics_port, args.workers)
-    with servers_for(settings) as settings, metrics:
-        print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1", flush=True)
+    with contextlib.nullcontext(settings) if cells else servers_for(settings) as settings, metrics:
+        print(f"serving WakaTime's API on http://{args.host}:{args.port}/api/v1{cells}", flush=True)
         uvicorn.run(
-            "worker.http.app:app_from_env",
+            "worker.http.cells:cells_app_from_env" if cells else "worker.http.app:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
