@@ -11,11 +11,25 @@ import sqlalchemy as sa
 
 from db.queries import json_param, query
 
+#: Two days in seconds: more than a local day reaches from any of its times (25 hours at most).
+DAYS_AROUND = 2 * 86_400
+
+
+def lock_store_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
+    """The store locks of a batch's users, taken in the order given (callers sort them)."""
+    conn.execute(query("lock_store_users"), {"lock_keys": json_param(list(lock_keys))})
+
 
 def insert_heartbeats(
     conn: sa.Connection, heartbeats: Sequence[Mapping[str, Any]], timeout_us: int
 ) -> list[tuple[str, dt.date, int]]:
     """Insert normalised heartbeats (one JSON parameter), with their deltas; returns (user_id, day,
     rows gained) per user-day. The caller holds the store locks of the batch's users."""
-    params = {"batch": json_param(list(heartbeats)), "timeout_us": timeout_us}
+    times = [heartbeat["time"] for heartbeat in heartbeats]
+    params = {
+        "batch": json_param(list(heartbeats)),
+        "timeout_us": timeout_us,
+        "since": min(times) - DAYS_AROUND,
+        "until": max(times) + DAYS_AROUND,
+    }
     return [tuple(r) for r in conn.execute(query("insert_heartbeats"), params)]

@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db import derived as db_derived
 from db import heartbeats as db_heartbeats
 from jobs.locks import store_lock
 from jobs.partitions import ensure_months, forget
@@ -35,7 +34,9 @@ def store_heartbeats(
     """
     if not heartbeats:
         return StoreResult(received=0, inserted=0)
-    db_derived.lock_users(conn, sorted(store_lock(user_id) for user_id in {h["user_id"] for h in heartbeats}))
+    db_heartbeats.lock_store_users(
+        conn, sorted(store_lock(user_id) for user_id in {h["user_id"] for h in heartbeats})
+    )
     ensure_months(conn, heartbeats)
     try:
         days = db_heartbeats.insert_heartbeats(conn, heartbeats, timeout_us)
