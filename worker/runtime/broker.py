@@ -20,6 +20,7 @@ from dramatiq.middleware.retries import Retries
 
 from db.errors import describe_error
 from worker.logs import get_logger
+from worker.runtime import clock
 from worker.runtime.actors import declare_actors
 from worker.runtime.consumer import HbwConsumer, server_changed
 from worker.runtime.doorbell import Doorbell
@@ -62,7 +63,10 @@ class HbwRedisBroker(RedisBroker):
         self._server: str | None = None  # Redis's run_id at the last beat: another one is a failover
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
-        """Dramatiq's enqueue; a consumer of this process parked on that queue wakes at once."""
+        """Dramatiq's enqueue, a delayed message due on Redis's clock (worker.runtime.clock); a
+        consumer of this process parked on that queue wakes at once."""
+        if delay is not None:
+            clock.measure_if_stale(self.client)
         message = super().enqueue(message, delay=delay)
         self.doorbell.ring(message.queue_name)
         return message
@@ -126,6 +130,7 @@ class HbwRedisBroker(RedisBroker):
         layout = Keys(ns)
         keys = [layout.heartbeats, layout.workers, layout.worker_health]
         self.scripts["beat"](keys=keys, args=[self.broker_id, orjson.dumps(health or {"ok": True})])
+        clock.measure(self.client)
         server = self.client.info("server").get("run_id")
         if self._server not in (None, server):
             server_changed(self)
@@ -244,6 +249,7 @@ def make_broker(settings: Settings, *, client: redis.Redis | None = None) -> Hbw
     from worker.runtime.messages import QUEUES, FastJSONEncoder  # queues declared up front, for status
 
     dramatiq.set_encoder(FastJSONEncoder())  # process-wide in Dramatiq; same JSON on the wire
+    clock.install()  # (process-wide too) delayed messages due on Redis's clock
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
