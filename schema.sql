@@ -455,7 +455,11 @@ $$;
 -- dedup_hash so the result is deterministic. Pure (STABLE, reads only), so tests call it directly.
 -- (Schema 11 added category and machine to what it returns.)
 DROP FUNCTION IF EXISTS hbw_credited_heartbeats(text[], date[], bigint);
-CREATE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint)
+-- `since` and `until` bound every user-day's times: they tell PostgreSQL which monthly partitions
+-- to open before it runs (without them a recomputation cost 30% more with two years of months).
+DROP FUNCTION IF EXISTS hbw_credited_heartbeats(text[], date[], bigint, timestamptz, timestamptz);
+CREATE FUNCTION hbw_credited_heartbeats(user_ids text[], days date[], timeout_us bigint,
+                                        since timestamptz DEFAULT '-infinity', until timestamptz DEFAULT 'infinity')
 RETURNS TABLE (user_id text, day date, "time" timestamptz, dedup_hash bytea, project text,
                language text, user_agent text, category text, machine text, credited_us bigint)
 LANGUAGE sql STABLE AS $$
@@ -474,6 +478,7 @@ LANGUAGE sql STABLE AS $$
             WHERE h.user_id = k.user_id
               AND h.time >= hbw_day_start(k.user_id, k.day)
               AND h.time < hbw_day_start(k.user_id, k.day + 1)
+              AND h.time >= since AND h.time < until
             OFFSET 0
         ) AS h
         WINDOW w AS (PARTITION BY k.user_id, k.day ORDER BY h.time, h.dedup_hash)
@@ -554,13 +559,15 @@ DROP FUNCTION IF EXISTS hbw_user_agent_days(text[], date[], bigint);
 -- What each derived day row is, computed from the raw heartbeats of the given user-days in one
 -- pass: every job's rows at once. Recomputation writes exactly these rows; `hbw verify` compares
 -- the stored ones to them.
-CREATE OR REPLACE FUNCTION hbw_day_rows(user_ids text[], days date[], timeout_us bigint)
+DROP FUNCTION IF EXISTS hbw_day_rows(text[], date[], bigint);
+CREATE OR REPLACE FUNCTION hbw_day_rows(user_ids text[], days date[], timeout_us bigint,
+                                        since timestamptz DEFAULT '-infinity', until timestamptz DEFAULT 'infinity')
 RETURNS TABLE (job text, user_id text, day date, name text, language text, coding_us bigint,
                heartbeat_count integer, first_at timestamptz, last_at timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT f.job, c.user_id, c.day, f.name, f.language, sum(c.credited_us)::bigint, count(*)::integer,
            min(c.time), max(c.time)
-    FROM hbw_credited_heartbeats(user_ids, days, timeout_us) c
+    FROM hbw_credited_heartbeats(user_ids, days, timeout_us, since, until) c
     CROSS JOIN LATERAL hbw_feeds(c.project, c.language, c.user_agent, c.category, c.machine) f
     GROUP BY f.job, c.user_id, c.day, f.name, f.language
 $$;

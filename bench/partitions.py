@@ -3,19 +3,22 @@
 Two databases with the same history (users with a heartbeat every 40 minutes for MONTHS months):
 one with the raw heartbeats partitioned by month (schema 13), one with them in one table as
 before. Then a live store's statement, one heartbeat per store, timed in turns on each (psycopg's
-prepared statements, as a worker runs them), and the disk each takes per raw heartbeat.
+prepared statements, as a worker runs them), a reprocess's recomputation of a month of days, and
+the disk each takes per raw heartbeat.
 Uses DATABASE_URL's server (databases hbw_bench_months and hbw_bench_flat, recreated).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import time
 
 import sqlalchemy as sa
 
 from bench.harness import recreate_database
+from db import derived as db_derived
 from db import partitions as db_partitions
 from db.engine import create_engine
 from db.schema import apply_schema
@@ -70,6 +73,20 @@ def store_ms(engine: sa.Engine, users: list[str], now: float, stores: int) -> li
     return samples[20:]  # (after psycopg prepares the statements)
 
 
+def recompute_us(engine: sa.Engine, users: list[str], now: float, chunk: int = 200) -> float:
+    """Microseconds per user-day of recomputing a month of every user's days (reprocess's
+    statement, 200 user-days a statement), in a transaction rolled back."""
+    first = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=60)
+    keys = [(u, first + dt.timedelta(days=d)) for u in users for d in range(30)]
+    with engine.connect() as conn, conn.begin():
+        started = time.perf_counter()
+        for start in range(0, len(keys), chunk):
+            db_derived.recompute_days(conn, keys[start : start + chunk], TIMEOUT_US)
+        elapsed = time.perf_counter() - started
+        conn.rollback()
+    return elapsed / len(keys) * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.partitions", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50)
@@ -83,16 +100,20 @@ def main(argv: list[str] | None = None) -> int:
         "one table": database("hbw_bench_flat", True, users, args.months, now),
     }
     medians: dict[str, list[float]] = {name: [] for name in engines}
+    recomputes: dict[str, list[float]] = {name: [] for name in engines}
     for turn in range(args.turns):
         for name, engine in engines.items():
             samples = store_ms(engine, users, now + turn * args.stores, args.stores)
             medians[name].append(statistics.median(samples))
+            recomputes[name].append(recompute_us(engine, users, now))
     for name, engine in engines.items():
         with engine.connect() as conn:
             size, rows = db_partitions.heartbeat_bytes(conn)
             parts = len(db_partitions.select_partitions(conn))
         print(f"{name:>9}: {parts:3} partitions, store of one heartbeat median "
-              f"{' / '.join(f'{m:.3f}' for m in medians[name])} ms, {size / rows:.0f} B per raw heartbeat "
+              f"{' / '.join(f'{m:.3f}' for m in medians[name])} ms, recompute "
+              f"{' / '.join(f'{r:.0f}' for r in recomputes[name])} µs per user-day, "
+              f"{size / rows:.0f} B per raw heartbeat "
               f"({rows:,} rows)")  # fmt: skip
         engine.dispose()
     return 0

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
-from db.queries import Key, json_param, key_params, query
+from db.queries import Key, json_param, key_params, query, window_params
 
 
 def lock_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
@@ -19,7 +19,7 @@ def recompute_days(conn: sa.Connection, keys: Sequence[Key], timeout_us: int) ->
     """Rebuild every day row of these user-days; returns the (job, user, name) that changed."""
     if not keys:
         return []
-    params = {**key_params(keys), "timeout_us": timeout_us}
+    params = {**window_params(keys), "timeout_us": timeout_us}
     return [tuple(r) for r in conn.execute(query("recompute_days"), params)]
 
 

@@ -56,6 +56,17 @@ def key_params(keys: Sequence[Key]) -> dict[str, list]:
     return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
 
 
+def window_params(keys: Sequence[Key]) -> dict[str, Any]:
+    """key_params, and :since / :until: two days either side of the keys' days, which hold every
+    time of those days in any zone (so PostgreSQL opens only those months of heartbeats)."""
+    days = [k[1] for k in keys]
+    if not days:
+        return {**key_params(keys), "since": "-infinity", "until": "infinity"}
+    since = dt.datetime.combine(min(days), dt.time(), dt.UTC) - dt.timedelta(days=2)
+    until = dt.datetime.combine(max(days), dt.time(), dt.UTC) + dt.timedelta(days=3)
+    return {**key_params(keys), "since": since, "until": until}
+
+
 def json_param(value: Any) -> str:
     """A list (of values or of row mappings) as one JSON bind parameter."""
     return orjson.dumps(value).decode()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from db.queries import Key, key_params, query
+from db.queries import Key, key_params, query, window_params
 
 
 def select_pending_days(conn: sa.Connection, keys: Sequence[Key]) -> set[Key]:
@@ -18,7 +18,7 @@ def select_users_with_pending(conn: sa.Connection, user_ids: Sequence[str]) -> s
 
 
 def select_day_drift(conn: sa.Connection, table: str, keys: Sequence[Key], timeout_us: int) -> list[sa.Row]:
-    return list(conn.execute(query(f"verify_{table}"), {**key_params(keys), "timeout_us": timeout_us}))
+    return list(conn.execute(query(f"verify_{table}"), {**window_params(keys), "timeout_us": timeout_us}))
 
 
 def select_total_drift(conn: sa.Connection, table: str, user_ids: Sequence[str]) -> list[sa.Row]:

@@ -17,7 +17,8 @@ SELECT pg_advisory_xact_lock(k::bigint) FROM json_array_elements_text(CAST(:lock
 WITH keys AS (
     SELECT * FROM unnest(CAST(:user_ids AS text[]), CAST(:days AS date[])) AS k(user_id, day)
 ), fresh AS MATERIALIZED (
-    SELECT * FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    SELECT * FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us,
+                          CAST(:since AS timestamptz), CAST(:until AS timestamptz))
 ), removed_projects AS (
     DELETE FROM project_days d USING keys k
     WHERE d.user_id = k.user_id AND d.day = k.day

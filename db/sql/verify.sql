@@ -18,7 +18,8 @@ SELECT user_id FROM derived_deltas WHERE user_id = ANY(CAST(:user_ids AS text[])
 -- Stored project_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
     SELECT user_id, day, name AS project, coding_us, heartbeat_count, first_at, last_at
-    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us,
+                          CAST(:since AS timestamptz), CAST(:until AS timestamptz))
     WHERE job = 'projects'
 ), stored AS (
     SELECT d.*
@@ -40,7 +41,8 @@ ORDER BY 1, 2, 3
 -- Stored language_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
     SELECT user_id, day, name AS project, language, coding_us, heartbeat_count, first_at, last_at
-    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us,
+                          CAST(:since AS timestamptz), CAST(:until AS timestamptz))
     WHERE job = 'languages'
 ), stored AS (
     SELECT d.*
@@ -62,7 +64,8 @@ ORDER BY 1, 2, 3
 -- Stored user_agent_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
     SELECT user_id, day, name AS user_agent, language AS project, coding_us, heartbeat_count, first_at, last_at
-    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us,
+                          CAST(:since AS timestamptz), CAST(:until AS timestamptz))
     WHERE job = 'user_agents'
 ), stored AS (
     SELECT d.*
@@ -85,7 +88,8 @@ ORDER BY 1, 2, 3
 -- Stored activity_days rows of these user-days that differ from what the raw heartbeats give.
 WITH expected AS (
     SELECT user_id, day, name AS category, language AS machine, coding_us, heartbeat_count, first_at, last_at
-    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us)
+    FROM hbw_day_rows(CAST(:user_ids AS text[]), CAST(:days AS date[]), :timeout_us,
+                          CAST(:since AS timestamptz), CAST(:until AS timestamptz))
     WHERE job = 'activity'
 ), stored AS (
     SELECT d.*
