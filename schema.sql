@@ -702,7 +702,12 @@ BEGIN
 END $$;
 DROP INDEX IF EXISTS heartbeats_user_time;
 
--- This month's partition and the next two, ahead of the heartbeats that will need them.
-SELECT hbw_ensure_partitions(ARRAY(
-    SELECT generate_series(date_trunc('month', now() AT TIME ZONE 'UTC'), now() AT TIME ZONE 'UTC' + interval '2 months',
-                           interval '1 month')::date));
+-- This month's partition and the next two, ahead of the heartbeats that will need them (`hbw db
+-- init`, each starting worker, `hbw db migrate`'s new table).
+CREATE OR REPLACE FUNCTION hbw_ensure_months_ahead(parent text DEFAULT 'heartbeats') RETURNS integer
+LANGUAGE sql AS $$
+    SELECT hbw_ensure_partitions(ARRAY(
+        SELECT generate_series(date_trunc('month', now() AT TIME ZONE 'UTC'),
+                               now() AT TIME ZONE 'UTC' + interval '2 months', interval '1 month')::date), parent)
+$$;
+SELECT hbw_ensure_months_ahead();

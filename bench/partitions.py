@@ -24,26 +24,17 @@ from db.engine import create_engine
 from db.schema import apply_schema
 from jobs.heartbeat import validate_heartbeats
 from jobs.store import store_heartbeats
+from tests.old_schemas import SCHEMA_12_HEARTBEATS
 from worker.settings import get_settings
 
 TIMEOUT_US = 900_000_000
-#: The raw table as schema 12 made it (tests/integration/test_partitions.py has the same).
-FLAT = """
-CREATE TABLE heartbeats (
-    user_id text NOT NULL, time timestamptz NOT NULL, dedup_hash bytea NOT NULL, entity text NOT NULL,
-    type text NOT NULL, category text NOT NULL, project text, branch text, language text,
-    is_write boolean NOT NULL DEFAULT false, lines integer, lineno integer, cursorpos integer,
-    project_root_count integer, line_additions integer, line_deletions integer, dependencies text[],
-    user_agent text, machine text, received_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT heartbeats_identity UNIQUE (user_id, time, dedup_hash))
-"""
 
 
 def database(name: str, flat: bool, users: list[str], months: int, now: float) -> sa.Engine:
     engine = create_engine(recreate_database(get_settings().database_url, name), pool_size=1)
     with engine.begin() as conn:
         if flat:
-            conn.execute(sa.text(FLAT))
+            conn.execute(sa.text(SCHEMA_12_HEARTBEATS))
         apply_schema(conn)
     start = now - months * 30 * 86_400
     history = [{"user_id": u, "entity": f"f{i % 7}.py", "time": start + i * 2_400}

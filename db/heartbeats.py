@@ -9,10 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.queries import json_param, query
-
-#: Two days in seconds: more than a local day reaches from any of its times (25 hours at most).
-DAYS_AROUND = 2 * 86_400
+from db.queries import WINDOW_MARGIN, json_param, query
 
 
 def lock_store_users(conn: sa.Connection, lock_keys: Sequence[int]) -> None:
@@ -29,7 +26,7 @@ def insert_heartbeats(
     params = {
         "batch": json_param(list(heartbeats)),
         "timeout_us": timeout_us,
-        "since": min(times) - DAYS_AROUND,
-        "until": max(times) + DAYS_AROUND,
+        "since": min(times) - WINDOW_MARGIN.total_seconds(),
+        "until": max(times) + WINDOW_MARGIN.total_seconds(),
     }
     return [tuple(r) for r in conn.execute(query("insert_heartbeats"), params)]

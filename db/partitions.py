@@ -20,6 +20,11 @@ def ensure_partitions(conn: sa.Connection, months: Iterable[dt.date], parent: st
     return conn.execute(query("ensure_partitions"), params).scalar_one()
 
 
+def ensure_months_ahead(conn: sa.Connection) -> int:
+    """This month's partition and the next two (a worker starting)."""
+    return conn.execute(query("ensure_months_ahead")).scalar_one()
+
+
 def is_partitioned(conn: sa.Connection, parent: str = "heartbeats") -> bool:
     return conn.execute(query("is_partitioned"), {"parent": parent}).scalar_one()
 

@@ -56,14 +56,19 @@ def key_params(keys: Sequence[Key]) -> dict[str, list]:
     return {"user_ids": [k[0] for k in keys], "days": [k[1] for k in keys]}
 
 
+#: How far a day's times reach from any of them, and further (a local day lasts 25 hours at most):
+#: the time window a statement names so PostgreSQL opens only those months of heartbeats.
+WINDOW_MARGIN = dt.timedelta(days=2)
+
+
 def window_params(keys: Sequence[Key]) -> dict[str, Any]:
-    """key_params, and :since / :until: two days either side of the keys' days, which hold every
-    time of those days in any zone (so PostgreSQL opens only those months of heartbeats)."""
+    """key_params, and :since / :until: the keys' UTC days and WINDOW_MARGIN either side, which hold
+    every time of those days in any zone."""
     days = [k[1] for k in keys]
     if not days:
         return {**key_params(keys), "since": "-infinity", "until": "infinity"}
-    since = dt.datetime.combine(min(days), dt.time(), dt.UTC) - dt.timedelta(days=2)
-    until = dt.datetime.combine(max(days), dt.time(), dt.UTC) + dt.timedelta(days=3)
+    since = dt.datetime.combine(min(days), dt.time(), dt.UTC) - WINDOW_MARGIN
+    until = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), dt.UTC) + WINDOW_MARGIN
     return {**key_params(keys), "since": since, "until": until}
 
 

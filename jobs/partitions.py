@@ -1,8 +1,9 @@
 """That every month a batch of heartbeats falls in has its partition, before the batch goes in.
 
-Months are made ahead (`hbw db init`, worker start), so this is a check in this process's memory
-for almost every batch; a batch reaching another month (a late heartbeat, an import of history)
-makes its partitions first, in the store's transaction (schema.sql: hbw_ensure_partitions).
+Months are made ahead (`hbw db init`, worker start: hbw_ensure_months_ahead), so this is a check
+in this process's memory for almost every batch; a batch reaching another month (a late
+heartbeat, an import of history) makes its partitions first, in the store's transaction
+(schema.sql: hbw_ensure_partitions).
 """
 
 from __future__ import annotations
@@ -34,12 +35,6 @@ def ensure_months(conn: sa.Connection, heartbeats: Sequence[dict[str, Any]]) -> 
     first, last = _month(min(times)), _month(max(times))
     months = {first, last} if last - first <= 1 else {_month(t) for t in times}
     ensure(conn, months)
-
-
-def ensure_ahead(conn: sa.Connection, now: float, months: int = 2) -> None:
-    """This month's partition and the next `months` ones (a worker starting)."""
-    this = _month(now)
-    ensure(conn, range(this, this + months + 1))
 
 
 def ensure(conn: sa.Connection, months: Iterable[int]) -> None:

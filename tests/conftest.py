@@ -92,22 +92,30 @@ def server_urls() -> Iterator[services.ServerUrls]:
         yield urls
 
 
-@pytest.fixture(scope="session")
-def database_url(server_urls: services.ServerUrls) -> Iterator[str]:
-    name = f"hbw_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_urls.database, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database `prefix_<random>` on the server of `server_url`: its URL, dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(services.sqlalchemy_url(server_urls.database)).set(database=name)
-    url_text = url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
-    engine = create_engine(url_text, pool_size=1)
-    with engine.begin() as conn:
-        apply_schema(conn)
-    engine.dispose()
-    yield url_text
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    url = sa.make_url(services.sqlalchemy_url(server_url)).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_urls: services.ServerUrls) -> Iterator[str]:
+    with scratch_database(server_urls.database, "hbw_test") as url:
+        engine = create_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            apply_schema(conn)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")

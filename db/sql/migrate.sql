@@ -25,9 +25,7 @@ INSERT INTO hbw_migration DEFAULT VALUES ON CONFLICT DO NOTHING
 
 -- name: ensure_ahead_partitions
 -- The new table's partitions of this month and the next two, as `hbw db init` makes them.
-SELECT hbw_ensure_partitions(ARRAY(
-    SELECT generate_series(date_trunc('month', now() AT TIME ZONE 'UTC'), now() AT TIME ZONE 'UTC' + interval '2 months',
-                           interval '1 month')::date), 'heartbeats_partitioned')
+SELECT hbw_ensure_months_ahead('heartbeats_partitioned')
 
 -- name: create_copy_function
 -- A store's new rows go to the new table too (and their months' partitions are made first).

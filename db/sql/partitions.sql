@@ -4,6 +4,9 @@
 -- A partition for each month of :months that has none; returns how many were made.
 SELECT hbw_ensure_partitions(CAST(:months AS date[]), CAST(:parent AS text))
 
+-- name: ensure_months_ahead
+SELECT hbw_ensure_months_ahead()
+
 -- name: is_partitioned
 SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:parent))
 

@@ -4,10 +4,7 @@ partitions while a worker stores, interrupted and resumed."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -19,9 +16,10 @@ from jobs.heartbeat import validate_heartbeats
 from jobs.migrate import migrate_heartbeats
 from jobs.retention import droppable, prune_before
 from jobs.store import store_heartbeats
-from tests import reference, services, streams
-from tests.conftest import drain, worker_process
+from tests import reference, streams
+from tests.conftest import drain, scratch_database, worker_process
 from tests.integration.test_cli import hbw
+from tests.old_schemas import SCHEMA_12_HEARTBEATS
 from tests.tables import diff, snapshot
 from worker.producer import enqueue_heartbeats
 
@@ -102,66 +100,42 @@ def test_prune_drops_whole_months_and_keeps_every_total(db, settings, broker, ca
     assert derived(snapshot(db)) == derived(totals)
 
 
-@contextlib.contextmanager
-def scratch_database(server_urls) -> Iterator[tuple[str, sa.Engine]]:
-    name = f"hbw_migrate_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_urls.database, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(services.sqlalchemy_url(server_urls.database)).set(database=name)
-    url = url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
-    engine = create_engine(url, pool_size=2)
-    try:
-        yield url, engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-#: The raw table as schema 12 made it: not partitioned.
-UNPARTITIONED = """
-CREATE TABLE heartbeats (
-    user_id text NOT NULL, time timestamptz NOT NULL, dedup_hash bytea NOT NULL, entity text NOT NULL,
-    type text NOT NULL, category text NOT NULL, project text, branch text, language text,
-    is_write boolean NOT NULL DEFAULT false, lines integer, lineno integer, cursorpos integer,
-    project_root_count integer, line_additions integer, line_deletions integer, dependencies text[],
-    user_agent text, machine text, received_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT heartbeats_identity UNIQUE (user_id, time, dedup_hash))
-"""
-
-
 def test_migrate_partitions_an_older_table_beside_a_live_worker_and_resumes(settings, broker, server_urls):
     stream = streams.generate(seed=47, users=5, days=3, invalid_share=0.0)
     valid = with_history(stream, 45)
     first, second = valid[: len(valid) // 2], valid[len(valid) // 2 :]
-    with scratch_database(server_urls) as (url, engine):
-        with engine.begin() as conn:
-            conn.execute(sa.text(UNPARTITIONED))
-            apply_schema(conn)
-            assert not db_partitions.is_partitioned(conn)
-        enqueue_heartbeats(first, batch_size=100, broker=broker)
-        drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": url})
-        assert drained.returncode == 0, drained.stderr.decode()[-3000:]
+    with scratch_database(server_urls.database, "hbw_migrate") as url:
+        engine = create_engine(url, pool_size=2)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(SCHEMA_12_HEARTBEATS))
+                apply_schema(conn)
+                assert not db_partitions.is_partitioned(conn)
+            enqueue_heartbeats(first, batch_size=100, broker=broker)
+            drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": url})
+            assert drained.returncode == 0, drained.stderr.decode()[-3000:]
 
-        assert migrate_heartbeats(engine, chunk_size=100, stop_after_chunks=2) is None  # interrupted
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT copied FROM hbw_migration")).scalar_one() == 200
-        with worker_process(url):  # the rest is stored while the migration goes on
-            enqueue_heartbeats(second, batch_size=20, broker=broker)
-            migrated = hbw("db", "migrate", "--chunk-size", "100", env={"DATABASE_URL": url})
-            assert migrated.returncode == 0, migrated.stderr.decode()[-3000:]
-            assert b"partitioned:" in migrated.stdout
-        drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": url})
-        assert drained.returncode == 0, drained.stderr.decode()[-3000:]
+            assert migrate_heartbeats(engine, chunk_size=100, stop_after_chunks=2) is None  # interrupted
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT copied FROM hbw_migration")).scalar_one() == 200
+            with worker_process(url):  # the rest is stored while the migration goes on
+                enqueue_heartbeats(second, batch_size=20, broker=broker)
+                migrated = hbw("db", "migrate", "--chunk-size", "100", env={"DATABASE_URL": url})
+                assert migrated.returncode == 0, migrated.stderr.decode()[-3000:]
+                assert b"partitioned:" in migrated.stdout
+            drained = hbw("worker", "--burst", "-p", "1", env={"DATABASE_URL": url})
+            assert drained.returncode == 0, drained.stderr.decode()[-3000:]
 
-        with engine.connect() as conn:
-            assert db_partitions.is_partitioned(conn)
-            assert conn.execute(sa.text("SELECT to_regclass('heartbeats_unpartitioned')")).scalar() is None
-        assert {month(hb["time"]) for hb in valid} <= partition_months(engine)
-        assert diff(reference.compute(valid), snapshot(engine)) == []
-        verified = hbw("verify", env={"DATABASE_URL": url})
-        assert verified.returncode == 0, verified.stdout.decode()[-2000:]
-        again = hbw("db", "migrate", env={"DATABASE_URL": url})
-        assert again.returncode == 0 and b"nothing to do" in again.stdout
+            with engine.connect() as conn:
+                assert db_partitions.is_partitioned(conn)
+                assert (
+                    conn.execute(sa.text("SELECT to_regclass('heartbeats_unpartitioned')")).scalar() is None
+                )
+            assert {month(hb["time"]) for hb in valid} <= partition_months(engine)
+            assert diff(reference.compute(valid), snapshot(engine)) == []
+            verified = hbw("verify", env={"DATABASE_URL": url})
+            assert verified.returncode == 0, verified.stdout.decode()[-2000:]
+            again = hbw("db", "migrate", env={"DATABASE_URL": url})
+            assert again.returncode == 0 and b"nothing to do" in again.stdout
+        finally:
+            engine.dispose()

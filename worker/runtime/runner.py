@@ -21,8 +21,8 @@ import redis
 import sqlalchemy as sa
 
 from db.derived_jobs import DERIVED_JOBS
+from db.partitions import ensure_months_ahead
 from db.schema import expected_version, installed_version
-from jobs.partitions import ensure_ahead
 from worker.database import get_engine
 from worker.errors import EXIT_FAILED, EXIT_OK, ConfigError, Unavailable, explain
 from worker.logs import get_logger
@@ -83,7 +83,7 @@ def check_schema(settings: Settings, stop: threading.Event | None = None) -> Non
             + ("run `hbw db init` to upgrade it" if version < wanted else "upgrade the workers")
         )
     with get_engine(settings.database_url).begin() as conn:  # this month's partition and the next two
-        ensure_ahead(conn, time.time())
+        ensure_months_ahead(conn)
 
 
 def redis_warnings(broker: dramatiq.Broker) -> list[str]:
